@@ -1,0 +1,5 @@
+/* pm-devbroker: librdkafka's mock cluster in a process of its own (placeholder until implemented). */
+int main(void)
+{
+    return 1;
+}
