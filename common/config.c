@@ -65,15 +65,17 @@ static char *config_read_file(const char *path, const char *name, struct config_
     }
     for (;;) {
         if (len + 4096 + 1 > cap) {
-            cap = cap ? cap * 2 : 8192;
-            if (cap > (1 << 20)) {
+            /* cap stays the size of buf until realloc succeeds: the fail path wipes cap bytes. */
+            size_t ncap = cap ? cap * 2 : 8192;
+            if (ncap > (1 << 20)) {
                 config_report_add(r, "%s_FILE: %s is larger than 1 MiB", name, path);
                 goto fail;
             }
-            char *nb = realloc(buf, cap);
+            char *nb = realloc(buf, ncap);
             if (!nb)
                 goto fail;
             buf = nb;
+            cap = ncap;
         }
         size_t n = fread(buf + len, 1, cap - len - 1, f);
         len += n;

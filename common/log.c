@@ -58,7 +58,40 @@ int log_enabled(enum log_level level)
     return level <= log_min;
 }
 
-/* Appends @p s JSON-escaped. Returns the new length, never past @p cap - 1. */
+/* Length of the well-formed UTF-8 sequence at @p p (RFC 3629: no overlongs, no surrogates),
+ * or 0 when it is not one. Reads stop at the first non-continuation byte, so never past NUL. */
+static size_t log_utf8_len(const unsigned char *p)
+{
+    unsigned char c = p[0];
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
+
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2;
+    else if (c >= 0xe0 && c <= 0xef)
+        n = 3;
+    else if (c >= 0xf0 && c <= 0xf4)
+        n = 4;
+    else
+        return 0;
+    if (c == 0xe0)
+        lo = 0xa0;
+    else if (c == 0xed)
+        hi = 0x9f;
+    else if (c == 0xf0)
+        lo = 0x90;
+    else if (c == 0xf4)
+        hi = 0x8f;
+    if (p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (p[i] < 0x80 || p[i] > 0xbf)
+            return 0;
+    return n;
+}
+
+/* Appends @p s JSON-escaped. Returns the new length, never past @p cap - 1. Bytes that are not
+ * UTF-8 (a URL-decoded path can hold any) become U+FFFD so that the line stays valid JSON. */
 static size_t log_put_escaped(char *buf, size_t len, size_t cap, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
@@ -77,6 +110,16 @@ static size_t log_put_escaped(char *buf, size_t len, size_t cap, const char *s)
             buf[len++] = '0';
             buf[len++] = hex[c >> 4];
             buf[len++] = hex[c & 15];
+        } else if (c >= 0x80) {
+            size_t n = log_utf8_len(p);
+            if (n == 0) {
+                memcpy(buf + len, "\\ufffd", 6);
+                len += 6;
+            } else {
+                memcpy(buf + len, p, n); /* n <= 4 < 7 */
+                len += n;
+                p += n - 1;
+            }
         } else {
             buf[len++] = (char)c;
         }
@@ -87,6 +130,8 @@ static size_t log_put_escaped(char *buf, size_t len, size_t cap, const char *s)
 static size_t log_put_raw(char *buf, size_t len, size_t cap, const char *s)
 {
     size_t n = strlen(s);
+    if (len + 1 >= cap)
+        return len;
     if (len + n >= cap)
         n = cap - len - 1;
     memcpy(buf + len, s, n);
@@ -99,11 +144,14 @@ void log_at(enum log_level level, const char *msg, ...)
         return;
 
     char buf[2048];
-    size_t cap = sizeof(buf) - 2; /* room for "}\n" */
+    /* Room for ',"truncated":true' and "}\n" stays free, so a line is always whole JSON. */
+    static const char truncated[] = ",\"truncated\":true";
+    size_t cap = sizeof(buf) - 2 - (sizeof(truncated) - 1);
     size_t len = 0;
+    int dropped = 0;
     struct timeval tv;
     struct tm tm;
-    char ts[40];
+    char ts[128]; /* sized for any int fields, so -Wformat-truncation has nothing to flag */
 
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
@@ -125,6 +173,7 @@ void log_at(enum log_level level, const char *msg, ...)
     va_start(ap, msg);
     for (;;) {
         struct log_kv kv = va_arg(ap, struct log_kv);
+        size_t mark = len;
         if (!kv.key)
             break;
         len = log_put_raw(buf, len, cap, ",\"");
@@ -143,8 +192,16 @@ void log_at(enum log_level level, const char *msg, ...)
             len = log_put_escaped(buf, len, cap, kv.s);
             len = log_put_raw(buf, len, cap, "\"");
         }
+        /* A field that may not have fit is dropped whole rather than cut mid-string; the
+         * shorter ones after it (usually the ids) still get their chance. */
+        if (len + 7 >= cap) {
+            len = mark;
+            dropped = 1;
+        }
     }
     va_end(ap);
+    if (dropped)
+        len = log_put_raw(buf, len, sizeof(buf) - 2, truncated);
 
     buf[len++] = '}';
     buf[len++] = '\n';
