@@ -13,13 +13,14 @@ enum http_result {
     HTTP_HANDLED,   /* a response was set with http_respond_*: send it now */
     HTTP_SUSPENDED, /* http_request_suspend() was called; another thread will respond + resume */
     HTTP_FAIL,      /* internal failure: the connection is closed without an answer */
+    HTTP_CONTINUE,  /* on_headers only: nothing to answer yet, read the body and call the route */
 };
 
 typedef enum http_result (*http_handler_fn)(struct http_request *req, void *app);
 
 struct http_route {
     const char *method; /* "GET", "POST", ... */
-    const char *path;   /* exact path, or a prefix when it ends in '*' ("/Patient/*") */
+    const char *path;   /* exact path, or a prefix when it ends in a star: "/Patient/" + star */
     http_handler_fn fn;
     int read_body; /* 1: the body is buffered (up to max_body_bytes) before fn is called */
     const char *name; /* label for metrics and logs; the path when NULL */
@@ -36,7 +37,8 @@ struct http_server_options {
     size_t nroutes;
     void *app; /* passed to every handler and hook */
     /* Optional: called once the headers are in, before any body byte is read, for a matched
-     * route. Return HTTP_HANDLED after http_respond_* to answer early (auth, content type). */
+     * route. Return HTTP_HANDLED after http_respond_* to answer early (auth, content type),
+     * HTTP_CONTINUE to go on, HTTP_FAIL to close the connection. */
     enum http_result (*on_headers)(struct http_request *req, void *app);
     /* Optional: called when a request is finished (answered or aborted), for metrics. */
     void (*on_complete)(struct http_request *req, void *app);
