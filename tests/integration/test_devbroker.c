@@ -1,0 +1,207 @@
+/* Integration test of pm-devbroker: bootstrap line, product topics, produce/read, faults, exit. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+static const char *const product_topics[] = {
+    "pm.canvas.messages", "pm.patient.replies", "pm.patient.questionnaire-responses",
+    "pm.deliveries",      "pm.dlq",
+};
+
+/* --help lists the topic variables and exits 0; a bad --brokers is a usage error. */
+static void test_cli(struct harness *h)
+{
+    const char *const help[] = {"pm-devbroker", "--help", NULL};
+    const char *const zero[] = {"pm-devbroker", "--brokers", "0", NULL};
+    const char *const many[] = {"pm-devbroker", "--partitions", "257", NULL};
+    struct harness_proc *p;
+    char *out;
+
+    p = harness_proc_start(h, "devbroker-help", help, NULL);
+    if (H_CHECK(h, p != NULL)) {
+        H_CHECK_INT(h, harness_proc_wait(p, 10000), 0);
+        out = harness_proc_stdout(p);
+        H_CHECKF(h, out && strstr(out, "PM_TOPIC_DLQ"), "--help does not list PM_TOPIC_DLQ");
+        H_CHECKF(h, out && strstr(out, "--partitions"), "--help does not list --partitions");
+        free(out);
+    }
+
+    p = harness_proc_start(h, "devbroker-zero", zero, NULL);
+    if (H_CHECK(h, p != NULL)) {
+        int st = harness_proc_wait(p, 10000);
+        H_CHECKF(h, st > 0 && st < 128, "--brokers 0 exited with %d, expected a usage error", st);
+        out = harness_proc_stderr(p);
+        H_CHECKF(h, out && strstr(out, "--brokers"), "the error does not name --brokers");
+        free(out);
+    }
+
+    p = harness_proc_start(h, "devbroker-many", many, NULL);
+    if (H_CHECK(h, p != NULL)) {
+        int st = harness_proc_wait(p, 10000);
+        H_CHECKF(h, st > 0 && st < 128, "--partitions 257 exited with %d", st);
+    }
+}
+
+/* Every product topic exists with the requested partition count. */
+static void test_topics(struct harness *h, const char *bootstrap)
+{
+    char err[256];
+
+    for (size_t i = 0; i < sizeof(product_topics) / sizeof(product_topics[0]); i++) {
+        int n = harness_kafka_partition_count(bootstrap, product_topics[i], 10000, err,
+                                              sizeof(err));
+        H_CHECKF(h, n == 3, "topic %s has %d partitions, expected 3 (%s)", product_topics[i], n,
+                 n < 0 ? err : "");
+    }
+}
+
+/* One record with key, value and headers goes in and comes back out unchanged. */
+static void test_roundtrip(struct harness *h, const char *bootstrap)
+{
+    static const char value[] = "{\"specversion\":\"1.0\",\"id\":\"evt-1\"}";
+    const char *const headers[] = {"content-type", "application/cloudevents+json; charset=utf-8",
+                                   "traceparent",
+                                   "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                                   NULL};
+    struct harness_kafka_produce req = {0};
+    struct harness_kafka_records recs = {0};
+    int32_t partition = -1;
+    int64_t offset = -1;
+    char err[256];
+
+    req.topic = "pm.canvas.messages";
+    req.key = "patient-123";
+    req.value = value;
+    req.value_len = strlen(value);
+    req.headers = headers;
+    req.timeout_ms = 10000;
+    if (!H_CHECKF(h, harness_kafka_produce(bootstrap, &req, &partition, &offset, err,
+                                           sizeof(err)) == 0,
+                  "produce failed: %s", err))
+        return;
+    H_CHECK(h, partition >= 0 && partition < 3);
+    H_CHECK_INT(h, offset, 0);
+
+    if (H_CHECKF(h, harness_kafka_read(bootstrap, "pm.canvas.messages", 1, 15000, &recs, err,
+                                       sizeof(err)) == 0,
+                 "read failed: %s", err) &&
+        H_CHECK_INT(h, recs.n, 1)) {
+        const struct harness_kafka_record *r = &recs.v[0];
+        H_CHECK_STR(h, r->topic, "pm.canvas.messages");
+        H_CHECK_STR(h, r->key, "patient-123");
+        H_CHECK_STR(h, r->value, value);
+        H_CHECK_INT(h, r->value_len, strlen(value));
+        H_CHECK_INT(h, r->partition, partition);
+        H_CHECK_INT(h, r->offset, offset);
+        H_CHECK_STR(h, harness_kafka_header(r, "content-type"),
+                    "application/cloudevents+json; charset=utf-8");
+        H_CHECK_STR(h, harness_kafka_header(r, "traceparent"), headers[3]);
+        H_CHECK(h, harness_kafka_header(r, "missing") == NULL);
+    }
+    harness_kafka_records_free(&recs);
+
+    /* want == 0: what the topic holds now, ending at every partition's end. */
+    H_CHECKF(h, harness_kafka_read(bootstrap, "pm.dlq", 0, 15000, &recs, err, sizeof(err)) == 0,
+             "reading the empty pm.dlq failed: %s", err);
+    H_CHECK_INT(h, recs.n, 0);
+    harness_kafka_records_free(&recs);
+}
+
+/* "down all" makes a produce fail with a delivery error; "up all" makes it work again. */
+static void test_faults(struct harness *h, struct harness_proc *broker, const char *bootstrap)
+{
+    const char *const fast[] = {"message.timeout.ms", "2000", NULL};
+    struct harness_kafka_produce req = {0};
+    char ans[256], err[256];
+    long long t0;
+    int rc;
+
+    req.topic = "pm.patient.replies";
+    req.key = "patient-9";
+    req.value = "x";
+    req.value_len = 1;
+    req.conf = fast;
+
+    H_CHECKF(h, harness_devbroker_cmd(broker, "ping", ans, sizeof(ans)) == 0, "ping: %s", ans);
+    H_CHECK_STR(h, ans, "ok");
+
+    H_CHECKF(h, harness_devbroker_cmd(broker, "down all", ans, sizeof(ans)) == 0, "down: %s",
+             ans);
+    t0 = harness_now_ms();
+    rc = harness_kafka_produce(bootstrap, &req, NULL, NULL, err, sizeof(err));
+    H_CHECKF(h, rc != 0, "produce succeeded while every broker was down");
+    H_CHECKF(h, strstr(err, "delivery failed") != NULL, "expected a delivery error, got: %s", err);
+    H_CHECKF(h, harness_now_ms() - t0 < 15000, "the failing produce took %lld ms",
+             harness_now_ms() - t0);
+
+    H_CHECKF(h, harness_devbroker_cmd(broker, "up all", ans, sizeof(ans)) == 0, "up: %s", ans);
+    req.timeout_ms = 10000;
+    req.conf = NULL;
+    rc = harness_kafka_produce(bootstrap, &req, NULL, NULL, err, sizeof(err));
+    H_CHECKF(h, rc == 0, "produce after 'up all' failed: %s", err);
+
+    /* Injected request errors: the next Produce fails with a retriable error that the producer
+     * retries, so the record still arrives. */
+    H_CHECKF(h, harness_devbroker_cmd(broker, "errors Produce 2 NOT_LEADER_FOR_PARTITION", ans,
+                                      sizeof(ans)) == 0,
+             "errors: %s", ans);
+    rc = harness_kafka_produce(bootstrap, &req, NULL, NULL, err, sizeof(err));
+    H_CHECKF(h, rc == 0, "produce after retriable injected errors failed: %s", err);
+    /* A permanent error is reported as a delivery failure. */
+    H_CHECKF(h, harness_devbroker_cmd(broker, "errors Produce 1 TOPIC_AUTHORIZATION_FAILED", ans,
+                                      sizeof(ans)) == 0,
+             "errors: %s", ans);
+    rc = harness_kafka_produce(bootstrap, &req, NULL, NULL, err, sizeof(err));
+    H_CHECKF(h, rc != 0 && strstr(err, "TOPIC_AUTHORIZATION_FAILED"),
+             "expected TOPIC_AUTHORIZATION_FAILED, got rc %d: %s", rc, err);
+
+    H_CHECKF(h, harness_devbroker_cmd(broker, "create-topic pm.extra 5", ans, sizeof(ans)) == 0,
+             "create-topic: %s", ans);
+    H_CHECK_INT(h, harness_kafka_partition_count(bootstrap, "pm.extra", 10000, err, sizeof(err)),
+                5);
+
+    H_CHECK(h, harness_devbroker_cmd(broker, "frobnicate 3", ans, sizeof(ans)) != 0);
+    H_CHECKF(h, !strncmp(ans, "error ", 6), "bad command answered \"%s\"", ans);
+    H_CHECK(h, harness_devbroker_cmd(broker, "down 7", ans, sizeof(ans)) != 0);
+    H_CHECKF(h, !strncmp(ans, "error ", 6), "unknown broker answered \"%s\"", ans);
+    /* The channel still works after errors. */
+    H_CHECK(h, harness_devbroker_cmd(broker, "ping", NULL, 0) == 0);
+}
+
+int main(void)
+{
+    struct harness *h = harness_init("devbroker");
+    struct harness_proc *broker;
+    char bootstrap[512];
+    long long t0;
+    char *out;
+
+    test_cli(h);
+
+    broker = harness_devbroker_start(h, 1, 3, NULL, bootstrap, sizeof(bootstrap));
+    if (!H_CHECK(h, broker != NULL))
+        return harness_finish(h);
+    H_CHECKF(h, !strncmp(bootstrap, "127.0.0.1:", 10), "bootstrap list \"%s\"", bootstrap);
+    H_CHECKF(h, strchr(bootstrap, ' ') == NULL, "bootstrap list \"%s\" has spaces", bootstrap);
+
+    test_topics(h, bootstrap);
+    test_roundtrip(h, bootstrap);
+    test_faults(h, broker, bootstrap);
+
+    t0 = harness_now_ms();
+    H_CHECK(h, harness_proc_signal(broker, SIGTERM) == 0);
+    H_CHECK_INT(h, harness_proc_wait(broker, 5000), 0);
+    H_CHECKF(h, harness_now_ms() - t0 < 3000, "SIGTERM took %lld ms", harness_now_ms() - t0);
+
+    /* Stdout holds the bootstrap list and one answer per command, nothing else. */
+    out = harness_proc_stdout(broker);
+    H_CHECKF(h, out && !strncmp(out, bootstrap, strlen(bootstrap)) &&
+                    out[strlen(bootstrap)] == '\n',
+             "stdout does not start with the bootstrap line");
+    free(out);
+
+    return harness_finish(h);
+}
