@@ -1,0 +1,229 @@
+/* pm-sandbox helpers: target names, random ids, clocks, form and query encoding, UTF-8 handling. */
+#include "sandbox.h"
+
+#include <curl/curl.h>
+#include <microhttpd.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+static const char *const sandbox_target_names[SANDBOX_TARGET_COUNT] = {
+    "token", "fhir", "twilio", "sendgrid", "webhook"};
+
+const char *sandbox_target_name(enum sandbox_target t)
+{
+    return (unsigned)t < SANDBOX_TARGET_COUNT ? sandbox_target_names[t] : "unknown";
+}
+
+int sandbox_target_parse(const char *name, enum sandbox_target *out)
+{
+    for (int i = 0; i < SANDBOX_TARGET_COUNT; i++) {
+        if (strcmp(name, sandbox_target_names[i]) == 0) {
+            *out = (enum sandbox_target)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* RAND_bytes only fails when the generator cannot be seeded: then the process is unusable for
+ * anything that needs unique ids, and aborting is more honest than handing out duplicates. */
+static void sandbox_random_bytes(unsigned char *buf, size_t n)
+{
+    if (RAND_bytes(buf, (int)n) != 1)
+        abort();
+}
+
+void sandbox_uuid(char out[37])
+{
+    unsigned char b[16];
+    sandbox_random_bytes(b, sizeof(b));
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    snprintf(out, 37,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
+}
+
+void sandbox_random_alnum(char *out, size_t n)
+{
+    static const char set[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    unsigned char b[64];
+    size_t i = 0;
+
+    while (i < n) {
+        sandbox_random_bytes(b, sizeof(b));
+        /* 62 * 4 = 248: bytes above it are dropped so every character is equally likely. */
+        for (size_t j = 0; j < sizeof(b) && i < n; j++)
+            if (b[j] < 248)
+                out[i++] = set[b[j] % 62];
+    }
+    out[n] = '\0';
+}
+
+void sandbox_random_hex(char *out, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char b[32];
+    size_t i = 0;
+
+    while (i < n) {
+        sandbox_random_bytes(b, sizeof(b));
+        for (size_t j = 0; j < sizeof(b) && i < n; j++)
+            out[i++] = hex[b[j] & 0x0f];
+    }
+    out[n] = '\0';
+}
+
+void sandbox_now_fhir(char *out, size_t len)
+{
+    struct timeval tv;
+    struct tm tm;
+    char base[32];
+
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, len, "%s.%06ld+00:00", base, (long)tv.tv_usec);
+}
+
+int64_t sandbox_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+char *sandbox_form_get(const char *body, size_t len, const char *name)
+{
+    size_t nlen = strlen(name);
+    const char *p = body, *end = body + len;
+
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *fend = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(fend - p));
+        const char *kend = eq ? eq : fend;
+
+        /* Field names here are plain ASCII, so they are compared without decoding. */
+        if ((size_t)(kend - p) == nlen && memcmp(p, name, nlen) == 0) {
+            const char *v = eq ? eq + 1 : fend;
+            size_t vlen = (size_t)(fend - v);
+            char *out = malloc(vlen + 1);
+            if (!out)
+                return NULL;
+            for (size_t i = 0; i < vlen; i++)
+                out[i] = v[i] == '+' ? ' ' : v[i];
+            out[vlen] = '\0';
+            /* MHD's decoder: %XX to bytes in place, the same one that decodes query strings. */
+            MHD_http_unescape(out);
+            return out;
+        }
+        p = fend + 1;
+    }
+    return NULL;
+}
+
+int sandbox_query_append(char *buf, size_t cap, const char *name, const char *value)
+{
+    size_t used = strlen(buf);
+    /* curl_easy_escape ignores its handle since 7.82 and encodes all but unreserved characters,
+     * as Canvas's links show ("staff%40clinic.example"). */
+    char *enc = curl_easy_escape(NULL, value, 0);
+    int n;
+
+    if (!enc)
+        return -1;
+    n = snprintf(buf + used, cap - used, "%s%s=%s", used ? "&" : "", name, enc);
+    curl_free(enc);
+    if (n < 0 || (size_t)n >= cap - used) {
+        buf[used] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
+/* Length of the valid UTF-8 sequence at @p s (at most @p len bytes), or 0 when invalid. */
+static size_t sandbox_utf8_seq(const unsigned char *s, size_t len)
+{
+    size_t n;
+    unsigned cp;
+
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+        n = 2;
+        cp = s[0] & 0x1f;
+    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        n = 3;
+        cp = s[0] & 0x0f;
+    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        n = 4;
+        cp = s[0] & 0x07;
+    } else {
+        return 0;
+    }
+    if (len < n)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    /* Overlong forms, surrogates and values past U+10FFFF are not UTF-8. */
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+size_t sandbox_utf8_chars(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0, chars = 0;
+
+    while (i < len) {
+        size_t n = sandbox_utf8_seq(p + i, len - i);
+        i += n ? n : 1;
+        chars++;
+    }
+    return chars;
+}
+
+json_t *sandbox_json_string_lossy(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    json_t *out = json_stringn(s, len);
+    char *buf;
+    size_t i = 0, o = 0;
+
+    if (out || !s)
+        return out ? out : json_string("");
+    /* Invalid UTF-8 or an embedded NUL: rebuild with U+FFFD (3 bytes) for every bad byte. */
+    buf = malloc(len * 3 + 1);
+    if (!buf)
+        return json_string("");
+    while (i < len) {
+        size_t n = p[i] ? sandbox_utf8_seq(p + i, len - i) : 0;
+        if (n) {
+            memcpy(buf + o, p + i, n);
+            o += n;
+            i += n;
+        } else {
+            memcpy(buf + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        }
+    }
+    out = json_stringn(buf, o);
+    free(buf);
+    return out ? out : json_string("");
+}
+
+int sandbox_starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
