@@ -6,10 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PAT   "b3084f7e884e4af2b7e23b1dca494abd"
-#define DOC   "4150cd20de8a470aa570a852859ac87e"
-#define STAFF "9cdb7a92d6614dcfa7948f2143a9f8e8"
-#define QID   "47a408d7-9f1d-4cfd-97c7-aa810df9ed39"
+#define PAT      "b3084f7e884e4af2b7e23b1dca494abd"
+#define DOC      "4150cd20de8a470aa570a852859ac87e"
+#define STAFF    "9cdb7a92d6614dcfa7948f2143a9f8e8"
+#define QID      "47a408d7-9f1d-4cfd-97c7-aa810df9ed39"
 #define Q_SINGLE "d82e29db-0cac-4b97-a5aa-9e81749686e2"
 #define Q_MULTI  "3c2b1a09-8f7e-4d6c-b5a4-9382716a5b4c"
 #define Q_TEXT   "7eb053cd-cb2d-435f-8f55-f154645b55c4"
@@ -20,8 +20,8 @@ static struct sandbox_store *load_builtin(void)
     json_error_t jerr;
     char err[256];
     struct sandbox_store *st = sandbox_store_new();
-    json_t *fx = json_loadb((const char *)sandbox_builtin_fixtures, sandbox_builtin_fixtures_len,
-                            0, &jerr);
+    json_t *fx =
+        json_loadb((const char *)sandbox_builtin_fixtures, sandbox_builtin_fixtures_len, 0, &jerr);
     CHECK(fx != NULL);
     CHECK_INT(sandbox_store_load(st, fx, err, sizeof(err)), 0);
     json_decref(fx);
@@ -70,12 +70,13 @@ static void test_communication(struct sandbox_store *st)
     CHECK(strstr(o.text, "inResponseTo") != NULL);
     CHECK_STR(o.code, "invalid");
     /* Empty strings anywhere. */
-    CHECK_INT(comm_status(st,
-                          "{\"status\":\"unknown\",\"recipient\":[{\"reference\":\"Practitioner/" DOC
-                          "\"}],\"sender\":{\"reference\":\"Patient/" PAT
-                          "\"},\"payload\":[{\"contentString\":\"\"}]}",
-                          &o),
-              400);
+    CHECK_INT(
+        comm_status(st,
+                    "{\"status\":\"unknown\",\"recipient\":[{\"reference\":\"Practitioner/" DOC
+                    "\"}],\"sender\":{\"reference\":\"Patient/" PAT
+                    "\"},\"payload\":[{\"contentString\":\"\"}]}",
+                    &o),
+        400);
     CHECK_STR(o.text, "String values must be at least length 1");
     /* Missing status, two recipients, no payload. */
     CHECK_INT(comm_status(st,
@@ -84,18 +85,20 @@ static void test_communication(struct sandbox_store *st)
                           "\"},\"payload\":[{\"contentString\":\"x\"}]}",
                           &o),
               400);
-    CHECK_INT(comm_status(st,
-                          "{\"status\":\"unknown\",\"recipient\":[{\"reference\":\"Practitioner/" DOC
-                          "\"},{\"reference\":\"Practitioner/" STAFF
-                          "\"}],\"sender\":{\"reference\":\"Patient/" PAT
-                          "\"},\"payload\":[{\"contentString\":\"x\"}]}",
-                          &o),
-              400);
-    CHECK_INT(comm_status(st,
-                          "{\"status\":\"unknown\",\"recipient\":[{\"reference\":\"Practitioner/" DOC
-                          "\"}],\"sender\":{\"reference\":\"Patient/" PAT "\"}}",
-                          &o),
-              400);
+    CHECK_INT(
+        comm_status(st,
+                    "{\"status\":\"unknown\",\"recipient\":[{\"reference\":\"Practitioner/" DOC
+                    "\"},{\"reference\":\"Practitioner/" STAFF
+                    "\"}],\"sender\":{\"reference\":\"Patient/" PAT
+                    "\"},\"payload\":[{\"contentString\":\"x\"}]}",
+                    &o),
+        400);
+    CHECK_INT(
+        comm_status(st,
+                    "{\"status\":\"unknown\",\"recipient\":[{\"reference\":\"Practitioner/" DOC
+                    "\"}],\"sender\":{\"reference\":\"Patient/" PAT "\"}}",
+                    &o),
+        400);
     /* Patient to patient, and an unknown patient: business rules. */
     CHECK_INT(comm_status(st,
                           "{\"status\":\"unknown\",\"recipient\":[{\"reference\":\"Patient/" PAT
@@ -104,12 +107,13 @@ static void test_communication(struct sandbox_store *st)
                           &o),
               422);
     CHECK_STR(o.code, "business-rule");
-    CHECK_INT(comm_status(st,
-                          "{\"status\":\"unknown\",\"recipient\":[{\"reference\":\"Practitioner/" DOC
-                          "\"}],\"sender\":{\"reference\":\"Patient/0123456789abcdef0123456789abcdef"
-                          "\"},\"payload\":[{\"contentString\":\"x\"}]}",
-                          &o),
-              422);
+    CHECK_INT(
+        comm_status(st,
+                    "{\"status\":\"unknown\",\"recipient\":[{\"reference\":\"Practitioner/" DOC
+                    "\"}],\"sender\":{\"reference\":\"Patient/0123456789abcdef0123456789abcdef"
+                    "\"},\"payload\":[{\"contentString\":\"x\"}]}",
+                    &o),
+        422);
     CHECK(strstr(o.text, "Unknown Patient resource") != NULL);
 
     /* What is stored: completed, sent defaulted, reference types filled in. */
@@ -152,18 +156,20 @@ static void test_questionnaire_response(struct sandbox_store *st)
     struct sandbox_outcome o;
     json_t *body, *stored;
 
-    CHECK_INT(qr_status(st,
-                        "[{\"linkId\":\"" Q_SINGLE "\",\"answer\":[{\"valueCoding\":{\"system\":\"" SCT
-                        "\",\"code\":\"LA33-6\",\"display\":\"Yes\"}}]},"
-                        "{\"linkId\":\"" Q_MULTI "\",\"answer\":[{\"valueCoding\":{\"system\":\"" SCT
-                        "\",\"code\":\"EXACT_WALK\"}},{\"valueCoding\":{\"system\":\"" SCT
-                        "\",\"code\":\"EXACT_SWIM\"}}]},"
-                        "{\"linkId\":\"" Q_TEXT "\",\"answer\":[{\"valueString\":\"Swimming\"}]}]",
-                        &o),
-              0);
+    CHECK_INT(
+        qr_status(st,
+                  "[{\"linkId\":\"" Q_SINGLE "\",\"answer\":[{\"valueCoding\":{\"system\":\"" SCT
+                  "\",\"code\":\"LA33-6\",\"display\":\"Yes\"}}]},"
+                  "{\"linkId\":\"" Q_MULTI "\",\"answer\":[{\"valueCoding\":{\"system\":\"" SCT
+                  "\",\"code\":\"EXACT_WALK\"}},{\"valueCoding\":{\"system\":\"" SCT
+                  "\",\"code\":\"EXACT_SWIM\"}}]},"
+                  "{\"linkId\":\"" Q_TEXT "\",\"answer\":[{\"valueString\":\"Swimming\"}]}]",
+                  &o),
+        0);
     /* A code the question does not offer. */
     CHECK_INT(qr_status(st,
-                        "[{\"linkId\":\"" Q_SINGLE "\",\"answer\":[{\"valueCoding\":{\"system\":\"" SCT
+                        "[{\"linkId\":\"" Q_SINGLE
+                        "\",\"answer\":[{\"valueCoding\":{\"system\":\"" SCT
                         "\",\"code\":\"LA99-9\"}}]}]",
                         &o),
               422);
@@ -177,16 +183,18 @@ static void test_questionnaire_response(struct sandbox_store *st)
     CHECK(strstr(o.text, "system") != NULL);
     /* Two answers to a single choice; a valueString on a choice item; a coding on a text item. */
     CHECK_INT(qr_status(st,
-                        "[{\"linkId\":\"" Q_SINGLE "\",\"answer\":[{\"valueCoding\":{\"system\":\"" SCT
+                        "[{\"linkId\":\"" Q_SINGLE
+                        "\",\"answer\":[{\"valueCoding\":{\"system\":\"" SCT
                         "\",\"code\":\"LA33-6\"}},{\"valueCoding\":{\"system\":\"" SCT
                         "\",\"code\":\"LA32-8\"}}]}]",
                         &o),
               422);
-    CHECK_INT(qr_status(st, "[{\"linkId\":\"" Q_SINGLE "\",\"answer\":[{\"valueString\":\"Yes\"}]}]",
-                        &o),
-              422);
+    CHECK_INT(
+        qr_status(st, "[{\"linkId\":\"" Q_SINGLE "\",\"answer\":[{\"valueString\":\"Yes\"}]}]", &o),
+        422);
     CHECK_INT(qr_status(st,
-                        "[{\"linkId\":\"" Q_TEXT "\",\"answer\":[{\"valueCoding\":{\"system\":\"" SCT
+                        "[{\"linkId\":\"" Q_TEXT
+                        "\",\"answer\":[{\"valueCoding\":{\"system\":\"" SCT
                         "\",\"code\":\"EXTYPE_A1\"}}]}]",
                         &o),
               422);
@@ -195,8 +203,9 @@ static void test_questionnaire_response(struct sandbox_store *st)
               422);
     CHECK_INT(qr_status(st, "[{\"linkId\":\"nope\",\"answer\":[{\"valueString\":\"x\"}]}]", &o),
               422);
-    CHECK_INT(qr_status(st, "[{\"linkId\":\"" Q_TEXT "\",\"answer\":[{\"valueString\":\"\"}]}]", &o),
-              400);
+    CHECK_INT(
+        qr_status(st, "[{\"linkId\":\"" Q_TEXT "\",\"answer\":[{\"valueString\":\"\"}]}]", &o),
+        400);
 
     /* Structural problems of the envelope. */
     body = parse("{\"questionnaire\":{\"reference\":\"Questionnaire/" QID
@@ -214,9 +223,9 @@ static void test_questionnaire_response(struct sandbox_store *st)
     CHECK_INT(sandbox_qr_validate(st, body, &o), -1);
     CHECK_INT(o.status, 422);
     json_decref(body);
-    body = parse("{\"questionnaire\":\"Questionnaire/" QID
-                 "\",\"status\":\"completed\",\"subject\":{\"reference\":\"Practitioner/" DOC
-                 "\"}}");
+    body =
+        parse("{\"questionnaire\":\"Questionnaire/" QID
+              "\",\"status\":\"completed\",\"subject\":{\"reference\":\"Practitioner/" DOC "\"}}");
     CHECK_INT(sandbox_qr_validate(st, body, &o), -1);
     CHECK_INT(o.status, 422);
     json_decref(body);
@@ -238,8 +247,8 @@ static void test_qr_items_against_example(void)
     struct sandbox_outcome o;
     json_t *ex = json_load_file(PM_TESTDATA_DIR "/canvas-examples.json", 0, &jerr);
     json_t *q = json_object_get(ex, "questionnaire");
-    json_t *good = json_object_get(json_object_get(ex, "questionnaire_response_create_body"),
-                                   "item");
+    json_t *good =
+        json_object_get(json_object_get(ex, "questionnaire_response_create_body"), "item");
     json_t *bad;
 
     CHECK(q != NULL);
@@ -264,15 +273,15 @@ static void test_bundle(void)
     json_decref(b);
 
     for (int i = 0; i < 25; i++)
-        json_array_append_new(matches, json_pack("{s:s, s:i}", "resourceType", "Communication",
-                                                 "n", i));
+        json_array_append_new(matches,
+                              json_pack("{s:s, s:i}", "resourceType", "Communication", "n", i));
     b = sandbox_bundle_build("Communication", "patient=x", matches, 10, 10);
     CHECK_INT(json_integer_value(json_object_get(b, "total")), 25);
     CHECK_INT(json_array_size(json_object_get(b, "entry")), 10);
-    CHECK_INT(json_integer_value(json_object_get(
-                  json_object_get(json_array_get(json_object_get(b, "entry"), 0), "resource"),
-                  "n")),
-              10);
+    CHECK_INT(
+        json_integer_value(json_object_get(
+            json_object_get(json_array_get(json_object_get(b, "entry"), 0), "resource"), "n")),
+        10);
     links = json_object_get(b, "link");
     CHECK_STR(json_string_value(json_object_get(json_array_get(links, 0), "relation")), "self");
     CHECK_STR(json_string_value(json_object_get(json_array_get(links, 0), "url")),
@@ -345,10 +354,10 @@ static void test_search(struct sandbox_store *st)
     json_decref(b);
     b = search(st, "Practitioner", all, 2, NULL);
     CHECK_INT(json_integer_value(json_object_get(b, "total")), 1);
-    CHECK_STR(json_string_value(json_object_get(json_array_get(json_object_get(b, "link"), 0),
-                                                "url")),
-              "/Practitioner?email=staff%40clinic.example&include-non-schedulable-practitioners="
-              "true&_count=10&_offset=0");
+    CHECK_STR(
+        json_string_value(json_object_get(json_array_get(json_object_get(b, "link"), 0), "url")),
+        "/Practitioner?email=staff%40clinic.example&include-non-schedulable-practitioners="
+        "true&_count=10&_offset=0");
     text = json_dumps(b, 0);
     CHECK(text && strstr(text, SANDBOX_SCHEDULABLE_KEY) == NULL);
     free(text);
@@ -371,8 +380,8 @@ static void test_search(struct sandbox_store *st)
     CHECK(sandbox_fhir_search(st, "Communication", NULL, 0, "zero", NULL, &o) == NULL);
     CHECK_INT(o.status, 400);
     b = search(st, "Communication", NULL, 0, "500");
-    CHECK(strstr(json_string_value(json_object_get(json_array_get(json_object_get(b, "link"), 0),
-                                                   "url")),
+    CHECK(strstr(json_string_value(
+                     json_object_get(json_array_get(json_object_get(b, "link"), 0), "url")),
                  "_count=100") != NULL);
     json_decref(b);
 }

@@ -63,8 +63,8 @@ static size_t error_count(json_t *errors)
 
 static const char *error_field(json_t *errors, size_t i)
 {
-    return json_string_value(json_object_get(json_array_get(json_object_get(errors, "errors"), i),
-                                             "field"));
+    return json_string_value(
+        json_object_get(json_array_get(json_object_get(errors, "errors"), i), "field"));
 }
 
 static void test_sendgrid(void)
@@ -167,9 +167,9 @@ static void test_faults(void)
     CHECK(sandbox_faults_add(f, spec, err, sizeof(err)) > 0);
     json_decref(spec);
     for (int i = 0; i < 3; i++) {
-        CHECK_INT(sandbox_faults_take(f, SANDBOX_TARGET_SENDGRID, "POST", "/sendgrid/v3/mail/send",
-                                      &hit),
-                  1);
+        CHECK_INT(
+            sandbox_faults_take(f, SANDBOX_TARGET_SENDGRID, "POST", "/sendgrid/v3/mail/send", &hit),
+            1);
         CHECK_INT(hit.status, 0);
         CHECK_INT(hit.latency_ms, 100);
         sandbox_fault_hit_clear(&hit);
@@ -218,14 +218,14 @@ static void test_recorder(void)
     doc = json_loadb(out, len, 0, &jerr);
     CHECK(doc != NULL);
     CHECK_INT(json_array_size(json_object_get(doc, "requests")), 3);
-    CHECK_INT(json_integer_value(json_object_get(json_array_get(json_object_get(doc, "requests"), 0),
-                                                 "seq")),
+    CHECK_INT(json_integer_value(
+                  json_object_get(json_array_get(json_object_get(doc, "requests"), 0), "seq")),
               3);
-    CHECK_STR(json_string_value(json_object_get(
-                  json_array_get(json_object_get(doc, "requests"), 0), "body")),
+    CHECK_STR(json_string_value(
+                  json_object_get(json_array_get(json_object_get(doc, "requests"), 0), "body")),
               "{\"x\":1}");
-    CHECK(json_is_null(json_object_get(json_array_get(json_object_get(doc, "requests"), 0),
-                                       "signature_valid")));
+    CHECK(json_is_null(
+        json_object_get(json_array_get(json_object_get(doc, "requests"), 0), "signature_valid")));
     json_decref(doc);
     free(out);
     out = sandbox_recorder_query(r, &fhir, &len);
@@ -278,8 +278,11 @@ static void test_util(void)
     CHECK_INT(sandbox_query_append(buf, sizeof(buf), "email", "staff@clinic.example"), 0);
     CHECK_INT(sandbox_query_append(buf, sizeof(buf), "_id", "a,b"), 0);
     CHECK_STR(buf, "email=staff%40clinic.example&_id=a%2Cb");
-    s = sandbox_json_string_lossy("a\xff" "b", 3);
-    CHECK_STR(json_string_value(s), "a\xef\xbf\xbd" "b");
+    s = sandbox_json_string_lossy("a\xff"
+                                  "b",
+                                  3);
+    CHECK_STR(json_string_value(s), "a\xef\xbf\xbd"
+                                    "b");
     json_decref(s);
 }
 

@@ -1,5 +1,6 @@
 /* pm-sandbox internals: targets, answers, the resource store, each party's logic, recording,
- * faults and deferred answers. The pure parts (validation, bundles, E.164) are callable from tests. */
+ * faults and deferred answers. The pure parts (validation, bundles, E.164) are callable from tests.
+ */
 #ifndef PM_SANDBOX_H
 #define PM_SANDBOX_H
 
@@ -148,7 +149,8 @@ struct sandbox_outcome {
 void sandbox_outcome_set(struct sandbox_outcome *o, int status, const char *code, const char *fmt,
                          ...) __attribute__((format(printf, 4, 5)));
 
-/** @returns a new OperationOutcome {"resourceType","issue":[{"severity":"error","code","details":{"text"}}]}. */
+/** @returns a new OperationOutcome
+ * {"resourceType","issue":[{"severity":"error","code","details":{"text"}}]}. */
 json_t *sandbox_outcome_json(const char *code, const char *text);
 
 /* ---------------------------------------------------------------------------------------------
@@ -200,8 +202,7 @@ int sandbox_store_exists(struct sandbox_store *st, const char *type, const char 
  * @returns a new array of deep copies.
  */
 json_t *sandbox_store_find(struct sandbox_store *st, const char *type,
-                           int (*match)(const json_t *res, void *ctx), void *ctx,
-                           int keep_markers);
+                           int (*match)(const json_t *res, void *ctx), void *ctx, int keep_markers);
 
 /* ---------------------------------------------------------------------------------------------
  * FHIR search (sandbox_fhir_search.c).
@@ -233,8 +234,7 @@ json_t *sandbox_bundle_build(const char *type, const char *params, const json_t 
  */
 json_t *sandbox_fhir_search(struct sandbox_store *st, const char *type,
                             const struct sandbox_search_param *params, size_t nparams,
-                            const char *count_s, const char *offset_s,
-                            struct sandbox_outcome *err);
+                            const char *count_s, const char *offset_s, struct sandbox_outcome *err);
 
 /* ---------------------------------------------------------------------------------------------
  * FHIR create validation (sandbox_fhir_validate.c): the rules Canvas applies.
@@ -294,7 +294,8 @@ struct sandbox_tokens;
 struct sandbox_tokens *sandbox_tokens_new(void);
 void sandbox_tokens_free(struct sandbox_tokens *t);
 
-/** @brief Issue a new random token valid for @p ttl_s seconds from @p now into @p out (31+ bytes). */
+/** @brief Issue a new random token valid for @p ttl_s seconds from @p now into @p out (31+ bytes).
+ */
 void sandbox_tokens_issue(struct sandbox_tokens *t, long ttl_s, time_t now, char *out,
                           size_t outlen);
 
@@ -405,8 +406,7 @@ struct sandbox_faults *sandbox_faults_new(void);
 void sandbox_faults_free(struct sandbox_faults *f);
 
 /** @brief Parse and append a rule. @returns its id (> 0), or -1 with a reason in @p errstr. */
-long sandbox_faults_add(struct sandbox_faults *f, const json_t *spec, char *errstr,
-                        size_t errlen);
+long sandbox_faults_add(struct sandbox_faults *f, const json_t *spec, char *errstr, size_t errlen);
 
 /**
  * @brief Match the rules in order; the first matching one is consumed once (removed when its
@@ -468,8 +468,7 @@ struct sandbox {
 };
 
 /** @brief Create the parts and load the fixtures. @returns 0, or -1 with @p errstr. */
-int sandbox_init(struct sandbox *sb, const struct sandbox_config *cfg, char *errstr,
-                 size_t errlen);
+int sandbox_init(struct sandbox *sb, const struct sandbox_config *cfg, char *errstr, size_t errlen);
 
 /** @brief Start listening. @returns 0, or -1 with @p errstr. */
 int sandbox_listen(struct sandbox *sb, char *errstr, size_t errlen);
@@ -481,13 +480,12 @@ void sandbox_shutdown(struct sandbox *sb);
  * connection is then closed). */
 int sandbox_oauth_handle(struct sandbox *sb, struct http_request *req, struct sandbox_answer *ans);
 int sandbox_fhir_handle(struct sandbox *sb, struct http_request *req, struct sandbox_answer *ans);
-int sandbox_twilio_handle(struct sandbox *sb, struct http_request *req,
-                          struct sandbox_answer *ans);
+int sandbox_twilio_handle(struct sandbox *sb, struct http_request *req, struct sandbox_answer *ans);
 int sandbox_sendgrid_handle(struct sandbox *sb, struct http_request *req,
                             struct sandbox_answer *ans);
 /** @param signature_valid set to 1/0 when a signature was checked, left -1 otherwise. */
-int sandbox_webhook_handle(struct sandbox *sb, struct http_request *req,
-                           struct sandbox_answer *ans, int *signature_valid);
+int sandbox_webhook_handle(struct sandbox *sb, struct http_request *req, struct sandbox_answer *ans,
+                           int *signature_valid);
 
 /** @brief A FHIR error answer: OperationOutcome with @p code and @p text. */
 void sandbox_fhir_error(struct sandbox_answer *a, int status, const char *code, const char *text);

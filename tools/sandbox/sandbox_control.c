@@ -164,8 +164,7 @@ static void sandbox_ctl_faults_post(struct sandbox *sb, struct http_request *req
     {
         id = sandbox_faults_add(sb->faults, spec, err, sizeof(err));
         if (id < 0) {
-            snprintf(msg, sizeof(msg), "bad fault rule #%zu (earlier ones were added): %s", i,
-                     err);
+            snprintf(msg, sizeof(msg), "bad fault rule #%zu (earlier ones were added): %s", i, err);
             sandbox_control_error(ans, 400, msg);
             goto out;
         }
@@ -189,7 +188,8 @@ static void sandbox_ctl_latency_get(struct sandbox *sb, struct http_request *req
                                     struct sandbox_answer *ans)
 {
     (void)req;
-    sandbox_answer_json(ans, 200, json_pack("{s:I}", "ms", (json_int_t)atomic_load(&sb->latency_ms)));
+    sandbox_answer_json(ans, 200,
+                        json_pack("{s:I}", "ms", (json_int_t)atomic_load(&sb->latency_ms)));
 }
 
 static void sandbox_ctl_latency_post(struct sandbox *sb, struct http_request *req,
@@ -245,8 +245,8 @@ static void sandbox_ctl_resources_post(struct sandbox *sb, struct http_request *
     json_array_foreach(list, i, res)
     {
         if (!sandbox_ctl_resource_ok(res)) {
-            snprintf(msg, sizeof(msg),
-                     "resource #%zu needs a non-empty string resourceType and id", i);
+            snprintf(msg, sizeof(msg), "resource #%zu needs a non-empty string resourceType and id",
+                     i);
             sandbox_control_error(ans, 400, msg);
             goto out;
         }
@@ -263,6 +263,7 @@ static void sandbox_ctl_resources_post(struct sandbox *sb, struct http_request *
                                                 json_object_get(res, "resourceType"), "id",
                                                 json_object_get(res, "id")));
     }
+    log_info("resources stored", LOG_I("count", json_array_size(stored)));
     sandbox_answer_json(ans, 200, json_pack("{s:O}", "stored", stored));
 out:
     json_decref(stored);
@@ -329,8 +330,7 @@ static int sandbox_control_path_matches(const char *pattern, const char *path)
     return strcmp(pattern, path) == 0;
 }
 
-int sandbox_control_handle(struct sandbox *sb, struct http_request *req,
-                           struct sandbox_answer *ans)
+int sandbox_control_handle(struct sandbox *sb, struct http_request *req, struct sandbox_answer *ans)
 {
     const char *method = http_request_method(req), *path = http_request_path(req);
     char allow[64] = "";

@@ -97,8 +97,7 @@ static int sandbox_fault_body(struct sandbox_fault *r, const json_t *body)
     return 0;
 }
 
-long sandbox_faults_add(struct sandbox_faults *f, const json_t *spec, char *errstr,
-                        size_t errlen)
+long sandbox_faults_add(struct sandbox_faults *f, const json_t *spec, char *errstr, size_t errlen)
 {
     const char *target = NULL, *method = NULL, *prefix = NULL;
     json_t *status = NULL, *retry = NULL, *body = NULL;
@@ -111,9 +110,9 @@ long sandbox_faults_add(struct sandbox_faults *f, const json_t *spec, char *errs
     /* Strict: a misspelled key is an error, not a rule that silently does something else. */
     if (json_unpack_ex((json_t *)spec, &jerr, JSON_STRICT,
                        "{s:s, s?:s, s?:s, s?:o, s?:o, s?:o, s?:I, s?:I, s?:I}", "target", &target,
-                       "method", &method, "path_prefix", &prefix, "status", &status,
-                       "retry_after", &retry, "body", &body, "count", &count, "latency_ms",
-                       &latency, "hang_ms", &hang) != 0) {
+                       "method", &method, "path_prefix", &prefix, "status", &status, "retry_after",
+                       &retry, "body", &body, "count", &count, "latency_ms", &latency, "hang_ms",
+                       &hang) != 0) {
         snprintf(errstr, errlen, "%s", jerr.text);
         goto out;
     }
@@ -258,17 +257,16 @@ json_t *sandbox_faults_list(struct sandbox_faults *f)
     for (size_t i = 0; i < f->n; i++) {
         const struct sandbox_fault *r = f->rules[i];
         json_array_append_new(
-            list,
-            json_pack("{s:I, s:s, s:s?, s:s?, s:o, s:s?, s:o, s:I, s:I, s:I, s:I}", "id",
-                      (json_int_t)r->id, "target",
-                      r->target < 0 ? "*" : sandbox_target_name(r->target), "method",
-                      r->method[0] ? r->method : NULL, "path_prefix",
-                      r->path_prefix[0] ? r->path_prefix : NULL, "status",
-                      r->status ? json_integer(r->status) : json_null(), "retry_after",
-                      r->retry_after[0] ? r->retry_after : NULL, "body",
-                      r->body ? json_stringn(r->body, r->len) : json_null(), "count",
-                      (json_int_t)r->count, "latency_ms", (json_int_t)r->latency_ms, "hang_ms",
-                      (json_int_t)r->hang_ms, "applied", (json_int_t)r->applied));
+            list, json_pack("{s:I, s:s, s:s?, s:s?, s:o, s:s?, s:o, s:I, s:I, s:I, s:I}", "id",
+                            (json_int_t)r->id, "target",
+                            r->target < 0 ? "*" : sandbox_target_name(r->target), "method",
+                            r->method[0] ? r->method : NULL, "path_prefix",
+                            r->path_prefix[0] ? r->path_prefix : NULL, "status",
+                            r->status ? json_integer(r->status) : json_null(), "retry_after",
+                            r->retry_after[0] ? r->retry_after : NULL, "body",
+                            r->body ? json_stringn(r->body, r->len) : json_null(), "count",
+                            (json_int_t)r->count, "latency_ms", (json_int_t)r->latency_ms,
+                            "hang_ms", (json_int_t)r->hang_ms, "applied", (json_int_t)r->applied));
     }
     pthread_mutex_unlock(&f->lock);
     return json_pack("{s:o}", "faults", list);
@@ -401,9 +399,9 @@ void sandbox_default_error(enum sandbox_target target, int status, struct sandbo
     case SANDBOX_TARGET_WEBHOOK:
     case SANDBOX_TARGET_COUNT:
     default:
-        sandbox_answer_json(a, status,
-                            json_pack("{s:b, s:s}", "received", 0, "error",
-                                      problem_status_title(status)));
+        sandbox_answer_json(
+            a, status,
+            json_pack("{s:b, s:s}", "received", 0, "error", problem_status_title(status)));
         break;
     }
 }

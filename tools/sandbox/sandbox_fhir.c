@@ -168,8 +168,7 @@ static int sandbox_fhir_create(struct sandbox *sb, struct http_request *req,
     }
     /* Canvas answers a create with 201 and the JSON literal null; the id is only in Location,
      * whose scheme and host need not be the ones the client called. */
-    snprintf(location, sizeof(location), "%s/%s/%s/_history/1", SANDBOX_LOCATION_BASE, p->type,
-             id);
+    snprintf(location, sizeof(location), "%s/%s/%s/_history/1", SANDBOX_LOCATION_BASE, p->type, id);
     sandbox_answer_json(ans, 201, NULL);
     sandbox_answer_header(ans, "Location", location);
     log_info("resource created", LOG_S("type", p->type), LOG_S("resource_id", id));

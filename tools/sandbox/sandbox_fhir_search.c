@@ -1,4 +1,5 @@
-/* pm-sandbox FHIR search: the parameters Canvas supports per type, matching, paged searchset bundles. */
+/* pm-sandbox FHIR search: the parameters Canvas supports per type, matching, paged searchset
+ * bundles. */
 #include "sandbox.h"
 
 #include <ctype.h>
@@ -11,15 +12,14 @@
 #define SANDBOX_PAGE_DEFAULT 10
 #define SANDBOX_PAGE_MAX     100
 
-static const char *const sandbox_params_communication[] = {"_id", "patient", "sender",
-                                                           "recipient", NULL};
+static const char *const sandbox_params_communication[] = {"_id", "patient", "sender", "recipient",
+                                                           NULL};
 static const char *const sandbox_params_patient[] = {"_id", NULL};
 static const char *const sandbox_params_practitioner[] = {
     "_id", "name", "email", "active", "include-non-schedulable-practitioners", NULL};
-static const char *const sandbox_params_questionnaire[] = {"_id",  "name", "code",
-                                                           "questionnaire-code", "status", NULL};
-static const char *const sandbox_params_qr[] = {"_id", "patient", "subject", "questionnaire",
-                                                NULL};
+static const char *const sandbox_params_questionnaire[] = {
+    "_id", "name", "code", "questionnaire-code", "status", NULL};
+static const char *const sandbox_params_qr[] = {"_id", "patient", "subject", "questionnaire", NULL};
 
 const char *const *sandbox_search_param_names(const char *type)
 {
@@ -42,8 +42,8 @@ static void sandbox_bundle_link(json_t *links, const char *rel, const char *type
                                 const char *params, size_t count, size_t offset)
 {
     char url[2048];
-    snprintf(url, sizeof(url), "/%s?%s%s_count=%zu&_offset=%zu", type, params,
-             params[0] ? "&" : "", count, offset);
+    snprintf(url, sizeof(url), "/%s?%s%s_count=%zu&_offset=%zu", type, params, params[0] ? "&" : "",
+             count, offset);
     json_array_append_new(links, json_pack("{s:s, s:s}", "relation", rel, "url", url));
 }
 
@@ -73,8 +73,7 @@ json_t *sandbox_bundle_build(const char *type, const char *params, const json_t 
 
     entries = json_array();
     for (size_t i = offset; i < total && i < offset + count; i++)
-        json_array_append_new(entries,
-                              json_pack("{s:O}", "resource", json_array_get(matches, i)));
+        json_array_append_new(entries, json_pack("{s:O}", "resource", json_array_get(matches, i)));
     if (json_array_size(entries))
         json_object_set_new(bundle, "entry", entries);
     else
@@ -127,8 +126,8 @@ static int sandbox_ref_match(const char *reference, const char *value, const cha
 {
     char rtype[64], rid[128], vtype[64], vid[128];
 
-    if (!reference || sandbox_reference_split(reference, rtype, sizeof(rtype), rid,
-                                              sizeof(rid)) != 0)
+    if (!reference ||
+        sandbox_reference_split(reference, rtype, sizeof(rtype), rid, sizeof(rid)) != 0)
         return 0;
     if (strchr(value, '/')) {
         if (sandbox_reference_split(value, vtype, sizeof(vtype), vid, sizeof(vid)) != 0)
@@ -314,8 +313,7 @@ static int sandbox_paging_value(const char *s, long min, long *out)
 
 json_t *sandbox_fhir_search(struct sandbox_store *st, const char *type,
                             const struct sandbox_search_param *params, size_t nparams,
-                            const char *count_s, const char *offset_s,
-                            struct sandbox_outcome *err)
+                            const char *count_s, const char *offset_s, struct sandbox_outcome *err)
 {
     const char *const *names = sandbox_search_param_names(type);
     struct sandbox_search_ctx ctx = {type, params, nparams};

@@ -1,4 +1,5 @@
-/* pm-sandbox FHIR create rules: Communication and QuestionnaireResponse validated as Canvas does. */
+/* pm-sandbox FHIR create rules: Communication and QuestionnaireResponse validated as Canvas does.
+ */
 #include "sandbox.h"
 
 #include <stdarg.h>
@@ -19,8 +20,8 @@ void sandbox_outcome_set(struct sandbox_outcome *o, int status, const char *code
 
 json_t *sandbox_outcome_json(const char *code, const char *text)
 {
-    return json_pack("{s:s, s:[{s:s, s:s, s:{s:s}}]}", "resourceType", "OperationOutcome",
-                     "issue", "severity", "error", "code", code, "details", "text", text);
+    return json_pack("{s:s, s:[{s:s, s:s, s:{s:s}}]}", "resourceType", "OperationOutcome", "issue",
+                     "severity", "error", "code", code, "details", "text", text);
 }
 
 int sandbox_reference_split(const char *ref, char *type, size_t typelen, char *id, size_t idlen)
@@ -158,18 +159,17 @@ static int sandbox_ref_exists(struct sandbox_store *st, const struct sandbox_ref
                               struct sandbox_outcome *out)
 {
     if (!sandbox_store_exists(st, r->type, r->id)) {
-        sandbox_outcome_set(out, 422, "business-rule", "Unknown %s resource '%s'", r->type,
-                            r->id);
+        sandbox_outcome_set(out, 422, "business-rule", "Unknown %s resource '%s'", r->type, r->id);
         return -1;
     }
     return 0;
 }
 
-static const char *const sandbox_comm_unsupported[] = {"category", "medium", "inResponseTo",
-                                                       "partOf", "encounter", NULL};
-static const char *const sandbox_comm_statuses[] = {
-    "preparation", "in-progress", "not-done", "on-hold", "stopped",
-    "completed",   "entered-in-error", "unknown", NULL};
+static const char *const sandbox_comm_unsupported[] = {"category", "medium",    "inResponseTo",
+                                                       "partOf",   "encounter", NULL};
+static const char *const sandbox_comm_statuses[] = {"preparation",      "in-progress", "not-done",
+                                                    "on-hold",          "stopped",     "completed",
+                                                    "entered-in-error", "unknown",     NULL};
 
 int sandbox_communication_validate(struct sandbox_store *st, const json_t *body,
                                    struct sandbox_outcome *out)
@@ -214,8 +214,8 @@ int sandbox_communication_validate(struct sandbox_store *st, const json_t *body,
                             "Communication.recipient must contain exactly one reference");
         return -1;
     }
-    if (sandbox_ref_parse(json_array_get(recipient, 0), "Communication.recipient[0]", &rcpt,
-                          out) != 0)
+    if (sandbox_ref_parse(json_array_get(recipient, 0), "Communication.recipient[0]", &rcpt, out) !=
+        0)
         return -1;
     payload = json_object_get(body, "payload");
     if (!json_is_array(payload) || json_array_size(payload) == 0) {
@@ -258,8 +258,8 @@ static json_t *sandbox_ref_json(const json_t *ref)
     struct sandbox_outcome ignored;
     if (sandbox_ref_parse(ref, "", &r, &ignored) != 0)
         return json_deep_copy(ref);
-    return json_pack("{s:s, s:s}", "reference", json_string_value(json_object_get(ref, "reference")),
-                     "type", r.type);
+    return json_pack("{s:s, s:s}", "reference",
+                     json_string_value(json_object_get(ref, "reference")), "type", r.type);
 }
 
 json_t *sandbox_communication_normalize(const json_t *body, const char *id, const char *now)
@@ -272,15 +272,14 @@ json_t *sandbox_communication_normalize(const json_t *body, const char *id, cons
 
     json_array_foreach(json_object_get(body, "payload"), i, item)
     {
-        json_array_append_new(payload, json_pack("{s:O}", "contentString",
-                                                 json_object_get(item, "contentString")));
+        json_array_append_new(
+            payload, json_pack("{s:O}", "contentString", json_object_get(item, "contentString")));
     }
-    return json_pack("{s:s, s:s, s:s, s:o, s:O*, s:[o], s:o, s:o}", "resourceType",
-                     "Communication", "id", id, "status", "completed", "sent", sent_v, "received",
-                     json_object_get(body, "received"), "recipient",
-                     sandbox_ref_json(json_array_get(json_object_get(body, "recipient"), 0)),
-                     "sender", sandbox_ref_json(json_object_get(body, "sender")), "payload",
-                     payload);
+    return json_pack(
+        "{s:s, s:s, s:s, s:o, s:O*, s:[o], s:o, s:o}", "resourceType", "Communication", "id", id,
+        "status", "completed", "sent", sent_v, "received", json_object_get(body, "received"),
+        "recipient", sandbox_ref_json(json_array_get(json_object_get(body, "recipient"), 0)),
+        "sender", sandbox_ref_json(json_object_get(body, "sender")), "payload", payload);
 }
 
 /* Finds the questionnaire item with @p link_id, looking into nested groups. */
@@ -355,8 +354,8 @@ static int sandbox_qr_check_coding(const json_t *qitem, const json_t *coding,
 }
 
 /* The answers to one question. */
-static int sandbox_qr_check_answers(const json_t *qitem, const char *link_id,
-                                    const json_t *answers, struct sandbox_outcome *out)
+static int sandbox_qr_check_answers(const json_t *qitem, const char *link_id, const json_t *answers,
+                                    struct sandbox_outcome *out)
 {
     const char *qtype = json_string_value(json_object_get(qitem, "type"));
     int choice = qtype && strcmp(qtype, "choice") == 0;
@@ -367,8 +366,9 @@ static int sandbox_qr_check_answers(const json_t *qitem, const char *link_id,
     if (!answers)
         return 0;
     if (!json_is_array(answers)) {
-        sandbox_outcome_set(out, 400, "invalid", "QuestionnaireResponse.item.answer must be a "
-                                                 "list");
+        sandbox_outcome_set(out, 400, "invalid",
+                            "QuestionnaireResponse.item.answer must be a "
+                            "list");
         return -1;
     }
     if (json_array_size(answers) > 1 && !(choice && repeats)) {
@@ -517,8 +517,8 @@ int sandbox_qr_validate(struct sandbox_store *st, const json_t *body, struct san
     /* Canvas resolves the encounter; the sandbox knows only Encounters that a test seeded. */
     if (json_object_get(body, "encounter")) {
         struct sandbox_ref enc;
-        if (sandbox_ref_parse(json_object_get(body, "encounter"),
-                              "QuestionnaireResponse.encounter", &enc, out) != 0 ||
+        if (sandbox_ref_parse(json_object_get(body, "encounter"), "QuestionnaireResponse.encounter",
+                              &enc, out) != 0 ||
             sandbox_ref_exists(st, &enc, out) != 0)
             return -1;
     }
@@ -531,8 +531,7 @@ int sandbox_qr_validate(struct sandbox_store *st, const json_t *body, struct san
     }
     questionnaire = sandbox_store_get(st, "Questionnaire", qid);
     if (!questionnaire) {
-        sandbox_outcome_set(out, 422, "business-rule", "Unknown Questionnaire resource '%s'",
-                            qid);
+        sandbox_outcome_set(out, 422, "business-rule", "Unknown Questionnaire resource '%s'", qid);
         goto out;
     }
     if (sandbox_qr_check_items(questionnaire, json_object_get(body, "item"), out) != 0)

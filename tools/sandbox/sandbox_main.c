@@ -51,8 +51,8 @@ static void sandbox_config_load(struct sandbox_config *cfg, enum log_level *leve
     char *whsec;
 
     memset(cfg, 0, sizeof(*cfg));
-    if (config_parse_listen(listen, cfg->host, sizeof(cfg->host), &cfg->port, err,
-                            sizeof(err)) != 0)
+    if (config_parse_listen(listen, cfg->host, sizeof(cfg->host), &cfg->port, err, sizeof(err)) !=
+        0)
         config_report_add(r, "PM_SANDBOX_LISTEN: %s", err);
     cfg->fixtures_path = config_str("PM_SANDBOX_FIXTURES", NULL);
     cfg->client_id = config_str("PM_SANDBOX_CLIENT_ID", "sandbox-client");
@@ -163,8 +163,8 @@ int main(int argc, char **argv)
         unsigned port = http_server_port(sb.http);
         if (!shown[0] || strcmp(shown, "0.0.0.0") == 0 || strcmp(shown, "::") == 0)
             shown = "127.0.0.1";
-        printf("pm-sandbox listening on http://%s%s%s:%u\n", strchr(shown, ':') ? "[" : "",
-               shown, strchr(shown, ':') ? "]" : "", port);
+        printf("pm-sandbox listening on http://%s%s%s:%u\n", strchr(shown, ':') ? "[" : "", shown,
+               strchr(shown, ':') ? "]" : "", port);
         fflush(stdout);
         log_info("listening", LOG_S("host", cfg.host), LOG_I("port", port),
                  LOG_S("version", PM_VERSION));

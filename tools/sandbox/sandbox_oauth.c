@@ -168,8 +168,7 @@ static void sandbox_oauth_error(struct sandbox_answer *ans, int status, const ch
                                 const char *description)
 {
     sandbox_answer_json(ans, status,
-                        json_pack("{s:s, s:s*}", "error", error, "error_description",
-                                  description));
+                        json_pack("{s:s, s:s*}", "error", error, "error_description", description));
 }
 
 int sandbox_oauth_handle(struct sandbox *sb, struct http_request *req, struct sandbox_answer *ans)

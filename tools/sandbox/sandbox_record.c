@@ -1,4 +1,5 @@
-/* pm-sandbox request recording: a bounded ring of answered requests plus per-target/status counters. */
+/* pm-sandbox request recording: a bounded ring of answered requests plus per-target/status
+ * counters. */
 #include "sandbox.h"
 
 #include <pthread.h>
@@ -105,47 +106,48 @@ long long sandbox_recorder_add(struct sandbox_recorder *r, const struct sandbox_
     int slot = sandbox_status_slot(in->status);
     long long seq;
 
+    /* Serialised outside the lock, without "seq": the sequence number is taken together with
+     * the ring insertion, so the ring is always in seq order and "since" never skips one. */
+    sandbox_record_ts(ts, sizeof(ts));
+    doc = json_pack("{s:s, s:s, s:s, s:O?, s:O?, s:o, s:i, s:o, s:o, s:s}", "target",
+                    sandbox_target_name(in->target), "method", in->method, "path", in->path,
+                    "query", in->query, "headers", in->headers, "body",
+                    sandbox_json_string_lossy(in->body, in->body_len), "status", in->status,
+                    "signature_valid",
+                    in->signature_valid < 0 ? json_null() : json_boolean(in->signature_valid),
+                    "fault", in->fault_id ? json_integer(in->fault_id) : json_null(), "ts", ts);
+    if (e) {
+        e->target = in->target;
+        snprintf(e->method, sizeof(e->method), "%s", in->method);
+        e->path = strdup(in->path);
+        e->json = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+        if (!e->path || !e->json || e->json[0] != '{') {
+            sandbox_record_entry_free(e);
+            e = NULL;
+        } else {
+            e->json_len = strlen(e->json);
+        }
+    }
+    json_decref(doc);
+
     pthread_mutex_lock(&r->lock);
     seq = r->next_seq++;
     r->total++;
     r->by_target[in->target]++;
     r->by_status[slot]++;
     r->by_target_status[in->target][slot]++;
-    pthread_mutex_unlock(&r->lock);
-    if (!e)
-        return seq;
-
-    /* Serialised outside the lock: only the ring insertion below is serialised. */
-    sandbox_record_ts(ts, sizeof(ts));
-    doc = json_pack("{s:I, s:s, s:s, s:s, s:O?, s:O?, s:o, s:i, s:o, s:o, s:s}", "seq",
-                    (json_int_t)seq, "target", sandbox_target_name(in->target), "method",
-                    in->method, "path", in->path, "query", in->query, "headers", in->headers,
-                    "body", sandbox_json_string_lossy(in->body, in->body_len), "status",
-                    in->status, "signature_valid",
-                    in->signature_valid < 0 ? json_null() : json_boolean(in->signature_valid),
-                    "fault", in->fault_id ? json_integer(in->fault_id) : json_null(), "ts", ts);
-    e->seq = seq;
-    e->target = in->target;
-    snprintf(e->method, sizeof(e->method), "%s", in->method);
-    e->path = strdup(in->path);
-    e->json = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-    json_decref(doc);
-    if (!e->path || !e->json) {
-        sandbox_record_entry_free(e);
-        return seq;
-    }
-    e->json_len = strlen(e->json);
-
-    pthread_mutex_lock(&r->lock);
-    if (r->count == r->max) {
-        /* Full: the oldest goes; its counters stay. */
-        sandbox_record_entry_free(r->ring[r->head]);
-        r->ring[r->head] = e;
-        r->head = (r->head + 1) % r->max;
-        r->dropped++;
-    } else {
-        r->ring[(r->head + r->count) % r->max] = e;
-        r->count++;
+    if (e) {
+        e->seq = seq;
+        if (r->count == r->max) {
+            /* Full: the oldest goes; its counters stay. */
+            sandbox_record_entry_free(r->ring[r->head]);
+            r->ring[r->head] = e;
+            r->head = (r->head + 1) % r->max;
+            r->dropped++;
+        } else {
+            r->ring[(r->head + r->count) % r->max] = e;
+            r->count++;
+        }
     }
     pthread_mutex_unlock(&r->lock);
     return seq;
@@ -180,10 +182,13 @@ char *sandbox_recorder_query(struct sandbox_recorder *r, const struct sandbox_re
         const struct sandbox_record_entry *e = r->ring[(r->head + i) % r->max];
         if (!sandbox_record_passes(e, f))
             continue;
-        if (used + e->json_len + sizeof(tail) + 2 > cap) {
+        char seq[40];
+        int sl = snprintf(seq, sizeof(seq), "{\"seq\":%lld,", e->seq);
+        size_t need = used + (size_t)sl + e->json_len + sizeof(tail) + 2;
+        if (need > cap) {
             size_t ncap = cap * 2;
             char *nb;
-            while (used + e->json_len + sizeof(tail) + 2 > ncap)
+            while (need > ncap)
                 ncap *= 2;
             nb = realloc(out, ncap);
             if (!nb) {
@@ -196,8 +201,11 @@ char *sandbox_recorder_query(struct sandbox_recorder *r, const struct sandbox_re
         }
         if (n++)
             out[used++] = ',';
-        memcpy(out + used, e->json, e->json_len);
-        used += e->json_len;
+        /* The stored text is "{...}": the seq goes in front of its first member. */
+        memcpy(out + used, seq, (size_t)sl);
+        used += (size_t)sl;
+        memcpy(out + used, e->json + 1, e->json_len - 1);
+        used += e->json_len - 1;
     }
     pthread_mutex_unlock(&r->lock);
     memcpy(out + used, tail, sizeof(tail)); /* with its NUL */

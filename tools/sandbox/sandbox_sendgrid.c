@@ -138,8 +138,7 @@ json_t *sandbox_sendgrid_validate(const json_t *body)
         json_decref(errors);
         return sandbox_sendgrid_error_json(NULL, "Bad Request");
     }
-    sandbox_sg_personalizations(json_object_get(body, "personalizations"), errors,
-                                &all_subjects);
+    sandbox_sg_personalizations(json_object_get(body, "personalizations"), errors, &all_subjects);
     if (!json_is_object(from) || !json_object_get(from, "email"))
         sandbox_sg_add(errors, "from.email",
                        "The from object must be provided for every email send. It is an object "
@@ -153,8 +152,7 @@ json_t *sandbox_sendgrid_validate(const json_t *body)
                        "The subject is required. You can get around this requirement if you use "
                        "a template with a subject defined or if every personalization has a "
                        "subject defined.");
-    if (!json_is_string(json_object_get(body, "template_id")) ||
-        json_object_get(body, "content"))
+    if (!json_is_string(json_object_get(body, "template_id")) || json_object_get(body, "content"))
         sandbox_sg_content(json_object_get(body, "content"), errors);
     if (json_array_size(errors) == 0) {
         json_decref(errors);

@@ -18,17 +18,30 @@
 
 /* Request headers kept in the record. The server helper looks headers up by name only, so the
  * record shows these (the ones a client of Canvas, Twilio, SendGrid or a webhook sends). */
-static const char *const sandbox_recorded_headers[] = {
-    "accept",          "authorization",     "content-type",   "content-length",
-    "user-agent",      "idempotency-key",   "traceparent",    "webhook-id",
-    "webhook-timestamp", "webhook-signature", "x-request-id", "expect",
-    NULL};
+static const char *const sandbox_recorded_headers[] = {"accept",
+                                                       "authorization",
+                                                       "content-type",
+                                                       "content-length",
+                                                       "user-agent",
+                                                       "idempotency-key",
+                                                       "traceparent",
+                                                       "webhook-id",
+                                                       "webhook-timestamp",
+                                                       "webhook-signature",
+                                                       "x-request-id",
+                                                       "expect",
+                                                       NULL};
 
 /* Query parameters kept in the record: every one a party of the sandbox understands. */
 static const char *const sandbox_recorded_query[] = {
-    "_id",    "patient", "sender",  "recipient", "name",          "email",
-    "active", "include-non-schedulable-practitioners", "code", "questionnaire-code", "status",
-    "subject", "questionnaire", "_count", "_offset", NULL};
+    "_id",           "patient",
+    "sender",        "recipient",
+    "name",          "email",
+    "active",        "include-non-schedulable-practitioners",
+    "code",          "questionnaire-code",
+    "status",        "subject",
+    "questionnaire", "_count",
+    "_offset",       NULL};
 
 typedef int (*sandbox_party_fn)(struct sandbox *sb, struct http_request *req,
                                 struct sandbox_answer *ans);
@@ -72,7 +85,8 @@ static json_t *sandbox_record_query(struct http_request *req)
     for (size_t i = 0; sandbox_recorded_query[i]; i++) {
         const char *v = http_request_query(req, sandbox_recorded_query[i]);
         if (v)
-            json_object_set_new(q, sandbox_recorded_query[i], sandbox_json_string_lossy(v, strlen(v)));
+            json_object_set_new(q, sandbox_recorded_query[i],
+                                sandbox_json_string_lossy(v, strlen(v)));
     }
     return q;
 }
@@ -106,9 +120,8 @@ static char *sandbox_redact_form_secret(const char *body, size_t len, size_t *ou
     return out;
 }
 
-static void sandbox_record(struct sandbox *sb, struct http_request *req,
-                           enum sandbox_target target, const struct sandbox_answer *ans,
-                           int signature_valid, long fault_id)
+static void sandbox_record(struct sandbox *sb, struct http_request *req, enum sandbox_target target,
+                           const struct sandbox_answer *ans, int signature_valid, long fault_id)
 {
     struct sandbox_record_in in;
     char *redacted = NULL;
@@ -179,8 +192,7 @@ static enum http_result sandbox_serve(struct sandbox *sb, struct http_request *r
     sandbox_record(sb, req, target, &ans, signature_valid, faulted ? hit.id : 0);
     if (log_enabled(LOG_DEBUG))
         log_debug("request answered", LOG_S("target", sandbox_target_name(target)),
-                  LOG_S("method", method), LOG_S("path", path), LOG_I("http_status", ans.status),
-                  LOG_I("duration_ms", delay));
+                  LOG_S("method", method), LOG_S("path", path), LOG_I("http_status", ans.status));
     sandbox_fault_hit_clear(&hit);
 
     if (delay > 0) {
@@ -268,8 +280,7 @@ static const struct http_route sandbox_routes[] = {
     {"DELETE", "/_sandbox/*", sandbox_on_control, 0, "control"},
 };
 
-int sandbox_init(struct sandbox *sb, const struct sandbox_config *cfg, char *errstr,
-                 size_t errlen)
+int sandbox_init(struct sandbox *sb, const struct sandbox_config *cfg, char *errstr, size_t errlen)
 {
     memset(sb, 0, sizeof(*sb));
     sb->cfg = cfg;

@@ -41,8 +41,8 @@ void sandbox_store_free(struct sandbox_store *st)
 }
 
 /* Adds a copy of @p resource to @p map (caller holds the lock or owns the map). */
-static int sandbox_store_insert(json_t *map, const json_t *resource, int schedulable,
-                                char *errstr, size_t errlen)
+static int sandbox_store_insert(json_t *map, const json_t *resource, int schedulable, char *errstr,
+                                size_t errlen)
 {
     const char *type = NULL, *id = NULL;
     json_error_t jerr;
@@ -144,8 +144,7 @@ out:
     return rc;
 }
 
-int sandbox_store_load_file(struct sandbox_store *st, const char *path, char *errstr,
-                            size_t errlen)
+int sandbox_store_load_file(struct sandbox_store *st, const char *path, char *errstr, size_t errlen)
 {
     json_error_t jerr;
     json_t *fixtures = json_load_file(path, 0, &jerr);
@@ -171,8 +170,7 @@ void sandbox_store_reset(struct sandbox_store *st)
     pthread_mutex_unlock(&st->lock);
 }
 
-int sandbox_store_put(struct sandbox_store *st, const json_t *resource, char *errstr,
-                      size_t errlen)
+int sandbox_store_put(struct sandbox_store *st, const json_t *resource, char *errstr, size_t errlen)
 {
     int rc;
     pthread_mutex_lock(&st->lock);
@@ -211,8 +209,7 @@ int sandbox_store_exists(struct sandbox_store *st, const char *type, const char 
 }
 
 json_t *sandbox_store_find(struct sandbox_store *st, const char *type,
-                           int (*match)(const json_t *res, void *ctx), void *ctx,
-                           int keep_markers)
+                           int (*match)(const json_t *res, void *ctx), void *ctx, int keep_markers)
 {
     json_t *out = json_array();
     const char *id;

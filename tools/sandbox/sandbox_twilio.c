@@ -77,8 +77,7 @@ int sandbox_twilio_validate(const char *to, const char *from, const char *body,
     }
     if (sandbox_utf8_chars(body, strlen(body)) > SANDBOX_TWILIO_BODY_MAX) {
         sandbox_twilio_err(err, 400, 21617,
-                           "The concatenated message body exceeds the 1600 character limit.",
-                           NULL);
+                           "The concatenated message body exceeds the 1600 character limit.", NULL);
         return -1;
     }
     return 0;
@@ -119,8 +118,7 @@ static int sandbox_twilio_auth_ok(const struct sandbox_config *cfg, const char *
         n--;
     if (len >= 2 && auth[len - 2] == '=')
         n--;
-    snprintf(expected, sizeof(expected), "%s:%s", cfg->twilio_account_sid,
-             cfg->twilio_auth_token);
+    snprintf(expected, sizeof(expected), "%s:%s", cfg->twilio_account_sid, cfg->twilio_auth_token);
     elen = strlen(expected);
     ok = (size_t)n == elen && CRYPTO_memcmp(decoded, expected, elen) == 0;
     OPENSSL_cleanse(decoded, sizeof(decoded));
@@ -138,8 +136,7 @@ static void sandbox_twilio_date(char *out, size_t len)
 }
 
 static void sandbox_twilio_created(const struct sandbox_config *cfg, const char *to,
-                                   const char *from, const char *body,
-                                   struct sandbox_answer *ans)
+                                   const char *from, const char *body, struct sandbox_answer *ans)
 {
     char sid[35], date[64], uri[160], media[192];
     size_t chars = sandbox_utf8_chars(body, strlen(body));
@@ -150,8 +147,8 @@ static void sandbox_twilio_created(const struct sandbox_config *cfg, const char 
     memcpy(sid, "SM", 2);
     sandbox_random_hex(sid + 2, 32);
     sandbox_twilio_date(date, sizeof(date));
-    snprintf(uri, sizeof(uri), "/2010-04-01/Accounts/%s/Messages/%s.json",
-             cfg->twilio_account_sid, sid);
+    snprintf(uri, sizeof(uri), "/2010-04-01/Accounts/%s/Messages/%s.json", cfg->twilio_account_sid,
+             sid);
     snprintf(media, sizeof(media), "/2010-04-01/Accounts/%s/Messages/%s/Media.json",
              cfg->twilio_account_sid, sid);
     snprintf(nseg, sizeof(nseg), "%zu", segments);
@@ -162,9 +159,9 @@ static void sandbox_twilio_created(const struct sandbox_config *cfg, const char 
                   "sid", sid, "account_sid", cfg->twilio_account_sid, "to", to, "from", from,
                   "body", body, "status", "queued", "date_created", date, "date_updated", date,
                   "direction", "outbound-api", "date_sent", "messaging_service_sid", "num_media",
-                  "0", "num_segments", nseg, "api_version", "2010-04-01", "price",
-                  "error_code", "error_message", "price_unit", "USD", "uri", uri,
-                  "subresource_uris", "media", media));
+                  "0", "num_segments", nseg, "api_version", "2010-04-01", "price", "error_code",
+                  "error_message", "price_unit", "USD", "uri", uri, "subresource_uris", "media",
+                  media));
     sandbox_answer_header(ans, "Twilio-Request-Id", sid);
 }
 

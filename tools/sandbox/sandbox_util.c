@@ -9,8 +9,8 @@
 #include <string.h>
 #include <sys/time.h>
 
-static const char *const sandbox_target_names[SANDBOX_TARGET_COUNT] = {
-    "token", "fhir", "twilio", "sendgrid", "webhook"};
+static const char *const sandbox_target_names[SANDBOX_TARGET_COUNT] = {"token", "fhir", "twilio",
+                                                                       "sendgrid", "webhook"};
 
 const char *sandbox_target_name(enum sandbox_target t)
 {
@@ -42,10 +42,9 @@ void sandbox_uuid(char out[37])
     sandbox_random_bytes(b, sizeof(b));
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    snprintf(out, 37,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
 }
 
 void sandbox_random_alnum(char *out, size_t n)

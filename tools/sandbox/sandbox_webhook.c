@@ -6,8 +6,8 @@
 
 #include <stdlib.h>
 
-int sandbox_webhook_handle(struct sandbox *sb, struct http_request *req,
-                           struct sandbox_answer *ans, int *signature_valid)
+int sandbox_webhook_handle(struct sandbox *sb, struct http_request *req, struct sandbox_answer *ans,
+                           int *signature_valid)
 {
     const struct sandbox_config *cfg = sb->cfg;
     enum webhook_sig_result r;
@@ -26,9 +26,8 @@ int sandbox_webhook_handle(struct sandbox *sb, struct http_request *req,
     if (r != WEBHOOK_SIG_OK) {
         log_info("webhook signature rejected", LOG_S("reason", webhook_sig_result_str(r)),
                  LOG_I("http_status", 401));
-        sandbox_answer_json(ans, 401,
-                            json_pack("{s:b, s:s}", "received", 0, "error",
-                                      webhook_sig_result_str(r)));
+        sandbox_answer_json(
+            ans, 401, json_pack("{s:b, s:s}", "received", 0, "error", webhook_sig_result_str(r)));
         return 0;
     }
     sandbox_answer_json(ans, 200, json_pack("{s:b}", "received", 1));
