@@ -425,6 +425,8 @@ static void test_sendgrid(struct ctx *c)
                                NULL};
     const char *const wrong[] = {"Authorization: Bearer SG.other", "Content-Type: application/json",
                                  NULL};
+    const char *const text[] = {"Authorization: Bearer SG.sandbox", "Content-Type: text/plain",
+                                NULL};
     const char *mail = "{\"personalizations\":[{\"to\":[{\"email\":\"pat@example.com\"}]}],"
                        "\"from\":{\"email\":\"clinic@clinic.example\"},\"subject\":\"Hi\","
                        "\"content\":[{\"type\":\"text/plain\",\"value\":\"x\"},"
@@ -440,6 +442,10 @@ static void test_sendgrid(struct ctx *c)
 
     call(c, "POST", "/sendgrid/v3/mail/send", wrong, mail, &r);
     H_CHECK_INT(h, r.status, 401);
+    harness_http_response_free(&r);
+
+    call(c, "POST", "/sendgrid/v3/mail/send", text, mail, &r);
+    H_CHECK_INT(h, r.status, 415);
     harness_http_response_free(&r);
 
     call(c, "POST", "/sendgrid/v3/mail/send", hdr,

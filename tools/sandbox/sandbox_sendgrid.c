@@ -176,7 +176,7 @@ int sandbox_sendgrid_handle(struct sandbox *sb, struct http_request *req,
 {
     json_t *body = NULL, *errors = NULL;
     json_error_t jerr;
-    const char *data;
+    const char *data, *ctype;
     char msgid[23];
     size_t len;
 
@@ -192,6 +192,13 @@ int sandbox_sendgrid_handle(struct sandbox *sb, struct http_request *req,
     }
     if (strcmp(http_request_method(req), "POST") != 0) {
         sandbox_answer_json(ans, 405, sandbox_sendgrid_error_json(NULL, "method not allowed"));
+        goto out;
+    }
+    ctype = http_request_header(req, "Content-Type");
+    if (!ctype || strncasecmp(ctype, "application/json", 16) != 0) {
+        sandbox_answer_json(ans, 415,
+                            sandbox_sendgrid_error_json(NULL, "Content-Type should be "
+                                                              "application/json."));
         goto out;
     }
     data = http_request_body(req, &len);
