@@ -26,14 +26,16 @@ int fhir_ref_parse(const char *ref, const char *want_type, char *id, size_t idle
     if (!ref || !*ref)
         return -1;
     end = ref + strlen(ref);
-    /* ".../<Type>/<id>/_history/<n>": drop the version part first. */
+    /* ".../<Type>/<id>/_history/<n>": drop the version part first (it must be an id itself).
+     * A trailing '/' is not part of the grammar: "Patient/x/" is refused, not read as x. */
     {
         const char *h = strstr(ref, "/_history/");
-        if (h)
+        if (h) {
+            if (!fhir_id_valid(h + 10))
+                return -1;
             end = h;
+        }
     }
-    while (end > ref && end[-1] == '/')
-        end--;
     slash = end;
     while (slash > ref && slash[-1] != '/')
         slash--;

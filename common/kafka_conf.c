@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void kafka_settings_from_env(struct kafka_settings *ks)
@@ -55,7 +56,8 @@ static int kafka_conf_apply_file(rd_kafka_conf_t *conf, const char *path, int *h
                                  char *errstr, size_t errlen)
 {
     FILE *f = fopen(path, "r");
-    char line[4096];
+    char *line = NULL;
+    size_t cap = 0;
     int lineno = 0, rc = 0;
 
     if (!f) {
@@ -63,9 +65,11 @@ static int kafka_conf_apply_file(rd_kafka_conf_t *conf, const char *path, int *h
                  strerror(errno));
         return -1;
     }
-    while (fgets(line, sizeof(line), f)) {
+    /* getline, not a fixed buffer: a long value (a PEM, a JAAS line) must not be split into
+     * a truncated property and a bogus "line" made of the rest of the value. */
+    while (getline(&line, &cap, f) != -1) {
         char *s = kafka_conf_trim(line), *eq, *key, *val;
-        char err[256];
+        char err[512];
         lineno++;
         if (!*s || *s == '#' || *s == '!')
             continue;
@@ -78,14 +82,22 @@ static int kafka_conf_apply_file(rd_kafka_conf_t *conf, const char *path, int *h
         *eq = '\0';
         key = kafka_conf_trim(s);
         val = kafka_conf_trim(eq + 1);
-        if (kafka_conf_set(conf, key, val, err, sizeof(err)) != 0) {
-            snprintf(errstr, errlen, "%s:%d: %s", path, lineno, err);
+        if (rd_kafka_conf_set(conf, key, val, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
+            /* librdkafka quotes some rejected values ("Invalid value \"x\" for ..."): those
+             * may be passwords, so its text is only passed on when it does not contain it. */
+            if (*val && strstr(err, val))
+                snprintf(errstr, errlen, "%s:%d: %s: invalid value (not shown)", path, lineno, key);
+            else
+                snprintf(errstr, errlen, "%s:%d: %s: %s", path, lineno, key, err);
             rc = -1;
             break;
         }
         if (!strcmp(key, "bootstrap.servers") || !strcmp(key, "metadata.broker.list"))
             *has_bootstrap = 1;
     }
+    if (line)
+        memset(line, 0, cap); /* it held property values, maybe passwords */
+    free(line);
     fclose(f);
     return rc;
 }

@@ -139,8 +139,13 @@ static void map_set_id(char *dst, size_t len, const char *id)
 
 static void map_time_or_now(struct ingest_event *ev, const char *when)
 {
-    if (when)
+    time_t t;
+    if (when && strlen(when) < sizeof(ev->time))
         snprintf(ev->time, sizeof(ev->time), "%s", when);
+    else if (when && timefmt_rfc3339_parse(when, &t))
+        /* RFC 3339 allows any number of fraction digits: rather than cut such a value into an
+         * invalid CloudEvents time, give the same instant to the second, in UTC. */
+        timefmt_rfc3339(t, ev->time, sizeof(ev->time));
     else
         timefmt_now_ms(ev->time, sizeof(ev->time));
 }
@@ -448,9 +453,12 @@ static int map_questionnaire_simple(json_t *body, struct ingest_event *ev, json_
                     map_err(pb, ibase, NULL, "must be a non-empty string");
                     continue;
                 }
-                for (size_t k = 0; k < j; k++)
-                    if (json_equal(c, json_array_get(codes, k)))
+                for (size_t k = 0; k < j; k++) {
+                    if (json_equal(c, json_array_get(codes, k))) {
                         map_err(pb, ibase, NULL, "repeats an earlier code");
+                        break; /* one error per bad entry, however many copies precede it */
+                    }
+                }
             }
         }
     }
