@@ -1,8 +1,12 @@
 /* Integration test of pm-devbroker: bootstrap line, product topics, produce/read, faults, exit. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -171,6 +175,103 @@ static void test_faults(struct harness *h, struct harness_proc *broker, const ch
     H_CHECK(h, harness_devbroker_cmd(broker, "ping", NULL, 0) == 0);
 }
 
+/* One command over the --control unix socket. @returns 0 with the answer line in @p ans. */
+static int control_cmd(const char *path, const char *cmd, char *ans, size_t len)
+{
+    struct sockaddr_un sa;
+    struct timeval tv = {10, 0};
+    size_t n = 0;
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0), rc = -1;
+
+    ans[0] = '\0';
+    if (fd < 0)
+        return -1;
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+        send(fd, cmd, strlen(cmd), MSG_NOSIGNAL) < 0 || send(fd, "\n", 1, MSG_NOSIGNAL) < 0)
+        goto out;
+    while (n + 1 < len) {
+        ssize_t r = recv(fd, ans + n, 1, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            goto out;
+        if (ans[n] == '\n')
+            break;
+        n++;
+    }
+    ans[n] = '\0';
+    rc = 0;
+out:
+    close(fd);
+    return rc;
+}
+
+/* Three brokers: bootstrap file and control socket, per-broker faults, leader moves, SIGINT. */
+static void test_multi_broker(struct harness *h)
+{
+    char bfile[512], ctl[512], first[512], ans[256], err[256];
+    char *file;
+    struct harness_proc *p;
+    struct harness_kafka_produce req = {0};
+    int commas = 0;
+
+    if (!H_CHECK(h, harness_path(h, "bootstrap.txt", bfile, sizeof(bfile)) != NULL) ||
+        !H_CHECK(h, harness_path(h, "ctl.sock", ctl, sizeof(ctl)) != NULL))
+        return;
+    const char *const argv[] = {"pm-devbroker", "--brokers", "3", "--partitions=2",
+                                "--bootstrap-file", bfile, "--control", ctl, NULL};
+    const char *const env[] = {"PM_TOPIC_DLQ=custom.dlq", "PM_LOG_LEVEL=debug", NULL};
+    p = harness_proc_start(h, "devbroker3", argv, env);
+    if (!H_CHECK(h, p != NULL))
+        return;
+    if (!H_CHECK(h, harness_proc_read_line(p, first, sizeof(first), 20000) == 0))
+        return;
+    for (const char *c = first; *c; c++)
+        commas += *c == ',';
+    H_CHECKF(h, commas == 2, "3 brokers but bootstrap list \"%s\"", first);
+    file = harness_file_read(bfile, NULL);
+    H_CHECKF(h, file && !strncmp(file, first, strlen(first)) && !strcmp(file + strlen(first), "\n"),
+             "bootstrap file holds \"%s\", stdout said \"%s\"", file ? file : "(none)", first);
+    free(file);
+
+    H_CHECK_INT(h, harness_kafka_partition_count(first, "custom.dlq", 10000, err, sizeof(err)), 2);
+    H_CHECK_INT(h, harness_kafka_partition_count(first, "pm.dlq", 10000, err, sizeof(err)), 0);
+
+    H_CHECKF(h, control_cmd(ctl, "ping", ans, sizeof(ans)) == 0 && !strcmp(ans, "ok"),
+             "control socket ping answered \"%s\"", ans);
+    H_CHECKF(h, control_cmd(ctl, "bootstrap", ans, sizeof(ans)) == 0 && !strncmp(ans, "ok ", 3) &&
+                    !strcmp(ans + 3, first),
+             "control socket bootstrap answered \"%s\"", ans);
+    /* Move every partition of a topic to broker 3, take broker 1 down: produce still works. */
+    H_CHECKF(h, control_cmd(ctl, "leader pm.deliveries 0 3", ans, sizeof(ans)) == 0 &&
+                    !strcmp(ans, "ok"),
+             "leader answered \"%s\"", ans);
+    H_CHECKF(h, control_cmd(ctl, "leader pm.deliveries 1 3", ans, sizeof(ans)) == 0 &&
+                    !strcmp(ans, "ok"),
+             "leader answered \"%s\"", ans);
+    H_CHECKF(h, control_cmd(ctl, "rtt 2 5", ans, sizeof(ans)) == 0 && !strcmp(ans, "ok"),
+             "rtt answered \"%s\"", ans);
+    H_CHECKF(h, harness_devbroker_cmd(p, "down 1", ans, sizeof(ans)) == 0, "down 1: %s", ans);
+    req.topic = "pm.deliveries";
+    req.key = "k";
+    req.value = "v";
+    req.value_len = 1;
+    req.timeout_ms = 10000;
+    H_CHECKF(h, harness_kafka_produce(first, &req, NULL, NULL, err, sizeof(err)) == 0,
+             "produce with broker 1 down and leaders on 3 failed: %s", err);
+    H_CHECKF(h, control_cmd(ctl, "up 1", ans, sizeof(ans)) == 0 && !strcmp(ans, "ok"),
+             "up 1 answered \"%s\"", ans);
+
+    H_CHECK(h, harness_proc_signal(p, SIGINT) == 0);
+    H_CHECK_INT(h, harness_proc_wait(p, 5000), 0);
+    H_CHECKF(h, access(bfile, F_OK) != 0, "bootstrap file left behind after exit");
+    H_CHECKF(h, access(ctl, F_OK) != 0, "control socket left behind after exit");
+}
+
 int main(void)
 {
     struct harness *h = harness_init("devbroker");
@@ -190,6 +291,7 @@ int main(void)
     test_topics(h, bootstrap);
     test_roundtrip(h, bootstrap);
     test_faults(h, broker, bootstrap);
+    test_multi_broker(h);
 
     t0 = harness_now_ms();
     H_CHECK(h, harness_proc_signal(broker, SIGTERM) == 0);

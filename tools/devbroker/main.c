@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -131,6 +132,18 @@ static void devbroker_rdkafka_log(const rd_kafka_t *rk, int level, const char *f
     (void)level;
     if (log_enabled(LOG_DEBUG))
         log_debug("librdkafka log", LOG_S("type", fac), LOG_S("reason", buf));
+}
+
+/*
+ * Pause after each mock-cluster call. librdkafka 2.0's mock thread can miss the wake-up of an
+ * operation queued right after the previous one was answered (it drains its wake-up pipe after
+ * serving the queue), and then serves it only at its next 1 s poll timeout: five topics created
+ * back to back took 1-3 s to start. 2 ms lets the thread go back to waiting first.
+ */
+static void devbroker_mock_settle(void)
+{
+    struct timespec ts = {0, 2 * 1000 * 1000};
+    nanosleep(&ts, NULL);
 }
 
 /* Parse a whole decimal number within [min, max]. @returns 0, or -1. */
@@ -449,9 +462,11 @@ static void devbroker_command(struct devbroker *db, char *line, char *ans, size_
         if (devbroker_parse_broker(db, w[1], &first, &last, ans, anslen))
             return;
         /* One id at a time: "-1 = all" is not honoured by every librdkafka version. */
-        for (int id = first; id <= last && !err; id++)
+        for (int id = first; id <= last && !err; id++) {
             err = w[0][0] == 'd' ? rd_kafka_mock_broker_set_down(db->mc, id)
                                  : rd_kafka_mock_broker_set_up(db->mc, id);
+            devbroker_mock_settle();
+        }
         if (err)
             snprintf(ans, anslen, "error %s", rd_kafka_err2name(err));
         else
@@ -463,8 +478,10 @@ static void devbroker_command(struct devbroker *db, char *line, char *ans, size_
             snprintf(ans, anslen, "error rtt: '%s' is not 0..600000 ms", w[2]);
             return;
         }
-        for (int id = first; id <= last && !err; id++)
+        for (int id = first; id <= last && !err; id++) {
             err = rd_kafka_mock_broker_set_rtt(db->mc, id, (int)v);
+            devbroker_mock_settle();
+        }
         if (err)
             snprintf(ans, anslen, "error %s", rd_kafka_err2name(err));
         else
@@ -489,6 +506,7 @@ static void devbroker_command(struct devbroker *db, char *line, char *ans, size_
             first = -1;
         }
         err = rd_kafka_mock_partition_set_leader(db->mc, w[1], (int32_t)v, first);
+        devbroker_mock_settle();
         if (err)
             snprintf(ans, anslen, "error %s", rd_kafka_err2name(err));
         else
@@ -522,6 +540,7 @@ static void devbroker_command(struct devbroker *db, char *line, char *ans, size_
         for (long i = 0; i < v; i++)
             arr[i] = codes[i % ncodes];
         rd_kafka_mock_push_request_errors_array(db->mc, key, (size_t)v, arr);
+        devbroker_mock_settle();
         free(arr);
         snprintf(ans, anslen, "ok %ld", v);
     } else if (!strcmp(w[0], "clear-errors") && n == 2) {
@@ -531,6 +550,7 @@ static void devbroker_command(struct devbroker *db, char *line, char *ans, size_
             return;
         }
         rd_kafka_mock_clear_request_errors(db->mc, key);
+        devbroker_mock_settle();
         snprintf(ans, anslen, "ok");
     } else if (!strcmp(w[0], "topic-error") && n == 3) {
         if (!devbroker_topic_valid(w[1])) {
@@ -542,6 +562,7 @@ static void devbroker_command(struct devbroker *db, char *line, char *ans, size_
             return;
         }
         rd_kafka_mock_topic_set_error(db->mc, w[1], err);
+        devbroker_mock_settle();
         snprintf(ans, anslen, "ok");
     } else if (!strcmp(w[0], "create-topic") && n == 3) {
         if (!devbroker_topic_valid(w[1])) {
@@ -555,6 +576,7 @@ static void devbroker_command(struct devbroker *db, char *line, char *ans, size_
         }
         err = rd_kafka_mock_topic_create(db->mc, w[1], (int)v2,
                                          db->brokers < 3 ? db->brokers : 3);
+        devbroker_mock_settle();
         if (err)
             snprintf(ans, anslen, "error %s", rd_kafka_err2name(err));
         else
@@ -721,6 +743,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < 5; i++) {
         rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(
             db.mc, topics[i], opts.partitions, opts.brokers < 3 ? opts.brokers : 3);
+        devbroker_mock_settle();
         if (err) {
             log_error("cannot create topic", LOG_S("topic", topics[i]),
                       LOG_S("kafka_error", rd_kafka_err2name(err)));
