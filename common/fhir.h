@@ -38,6 +38,7 @@ struct fhir_error {
  */
 struct fhir_client *fhir_client_new(struct http_client *http, const struct fhir_options *opts,
                                     char *errstr, size_t errlen);
+/** @brief Free the client (the http_client it uses is the caller's). Safe on NULL. */
 void fhir_client_free(struct fhir_client *f);
 
 /**

@@ -41,6 +41,7 @@ struct http_reply {
     size_t body_len;
     char *headers;      /* raw header block of the final answer (malloc'd) */
     double total_s;     /* time the exchange took */
+    long new_connections; /* connections this call opened (0 when it reused a cached one) */
 };
 
 /** @brief Start the client thread. @returns NULL with a reason in @p errstr. */

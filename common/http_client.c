@@ -1,0 +1,713 @@
+/* Outbound HTTP: one curl multi handle on its own thread serves blocking calls from any thread. */
+#include "http_client.h"
+
+#include "metrics.h"
+
+#include <curl/curl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define HTTP_BODY_MAX        (8u * 1024 * 1024) /* larger answers fail as "response too large" */
+#define HTTP_HEADERS_MAX     (256u * 1024)      /* the final answer's header block */
+#define HTTP_DEFAULT_TIMEOUT 15000L
+#define HTTP_DEFAULT_CONNS   512L
+#define HTTP_IDLE_EASY_MAX   1024 /* idle easy handles kept for reuse; more are freed */
+#define HTTP_POLL_MS         1000
+
+/* One call in flight. It lives on the calling thread's stack; the client thread touches it only
+ * between submission and completion (done = 1, under the client lock). */
+struct http_xfer {
+    CURL *easy;
+    struct curl_slist *hdrs;
+    CURLcode result;
+    int done;
+    int aborted;   /* failed by http_client_free or before it reached curl */
+    int too_large; /* body or header block over its cap */
+    pthread_cond_t cond;
+    struct http_xfer *next; /* pending queue, then the thread's active list */
+    struct http_xfer *prev;
+
+    char *body;
+    size_t body_len, body_cap;
+    char *hdr;
+    size_t hdr_len, hdr_cap;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+struct http_easy_slot {
+    CURL *easy;
+    struct http_easy_slot *next;
+};
+
+struct http_client {
+    CURLM *multi;
+    pthread_t thread;
+    int thread_started;
+    long timeout_ms;
+    long connect_timeout_ms;
+    char user_agent[128];
+
+    /* lock guards everything below, and every xfer's done flag. */
+    pthread_mutex_t lock;
+    pthread_cond_t idle; /* signalled when callers drops to 0 */
+    int stopping;
+    long callers; /* threads inside http_client_do */
+    struct http_xfer *pending_head, *pending_tail;
+    struct http_easy_slot *free_easy;
+    int nfree_easy;
+
+    /* Only the client thread touches this list. */
+    struct http_xfer *active;
+
+    struct metrics_family *m_requests;
+    struct metrics_family *m_duration;
+};
+
+static pthread_once_t http_global_once = PTHREAD_ONCE_INIT;
+static CURLcode http_global_rc = CURLE_OK;
+
+static void http_global_init(void)
+{
+    http_global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* --- buffers filled by curl's callbacks (client thread) --- */
+
+/* Appends @p len bytes to a NUL-terminated growing buffer capped at @p max bytes of content.
+ * @returns 0, or -1 when the cap is exceeded or memory runs out. */
+static int http_buf_append(char **buf, size_t *len, size_t *cap, size_t max, const char *data,
+                           size_t n)
+{
+    if (n > max || *len > max - n)
+        return -1;
+    if (*len + n + 1 > *cap) {
+        size_t ncap = *cap ? *cap : 1024;
+        while (ncap < *len + n + 1)
+            ncap *= 2;
+        if (ncap > max + 1)
+            ncap = max + 1;
+        char *nb = realloc(*buf, ncap);
+        if (!nb)
+            return -1;
+        *buf = nb;
+        *cap = ncap;
+    }
+    memcpy(*buf + *len, data, n);
+    *len += n;
+    (*buf)[*len] = '\0';
+    return 0;
+}
+
+static size_t http_on_body(char *data, size_t size, size_t nmemb, void *userp)
+{
+    struct http_xfer *x = userp;
+    size_t n = size * nmemb;
+    if (http_buf_append(&x->body, &x->body_len, &x->body_cap, HTTP_BODY_MAX, data, n) != 0) {
+        x->too_large = 1;
+        return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
+    }
+    return n;
+}
+
+static size_t http_on_header(char *data, size_t size, size_t nmemb, void *userp)
+{
+    struct http_xfer *x = userp;
+    size_t n = size * nmemb;
+    /* A new status line starts a new answer (after 100 Continue, or a redirect that is not
+     * followed): only the final answer's headers are kept. */
+    if (n >= 5 && strncmp(data, "HTTP/", 5) == 0)
+        x->hdr_len = 0;
+    if (http_buf_append(&x->hdr, &x->hdr_len, &x->hdr_cap, HTTP_HEADERS_MAX, data, n) != 0) {
+        x->too_large = 1;
+        return 0;
+    }
+    return n;
+}
+
+/* --- the client thread --- */
+
+/* Marks @p x finished and wakes its caller. After this the thread must not touch @p x. */
+static void http_xfer_complete(struct http_client *c, struct http_xfer *x, CURLcode result,
+                               int aborted)
+{
+    pthread_mutex_lock(&c->lock);
+    x->result = result;
+    x->aborted = aborted;
+    x->done = 1;
+    pthread_cond_signal(&x->cond);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void http_active_unlink(struct http_client *c, struct http_xfer *x)
+{
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        c->active = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    x->next = x->prev = NULL;
+}
+
+static void *http_client_run(void *arg)
+{
+    struct http_client *c = arg;
+
+    for (;;) {
+        struct http_xfer *batch, *x, *next;
+        int stopping, running = 0, queued;
+        CURLMsg *msg;
+
+        pthread_mutex_lock(&c->lock);
+        stopping = c->stopping;
+        batch = c->pending_head;
+        c->pending_head = c->pending_tail = NULL;
+        pthread_mutex_unlock(&c->lock);
+
+        for (x = batch; x; x = next) {
+            next = x->next;
+            x->next = x->prev = NULL;
+            if (stopping || curl_multi_add_handle(c->multi, x->easy) != CURLM_OK) {
+                http_xfer_complete(c, x, CURLE_ABORTED_BY_CALLBACK, 1);
+                continue;
+            }
+            x->next = c->active;
+            if (c->active)
+                c->active->prev = x;
+            c->active = x;
+        }
+        if (stopping)
+            break;
+
+        curl_multi_perform(c->multi, &running);
+        while ((msg = curl_multi_info_read(c->multi, &queued)) != NULL) {
+            char *priv = NULL;
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            CURL *easy = msg->easy_handle;
+            CURLcode result = msg->data.result; /* msg is invalid after remove_handle */
+            curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
+            x = (struct http_xfer *)(void *)priv;
+            curl_multi_remove_handle(c->multi, easy);
+            http_active_unlink(c, x);
+            http_xfer_complete(c, x, result, 0);
+        }
+        /* Returns on activity, on curl's own timers, or on curl_multi_wakeup from a caller. */
+        curl_multi_poll(c->multi, NULL, 0, HTTP_POLL_MS, NULL);
+    }
+
+    /* Stopping: calls still in progress fail; their callers recycle the easy handles. */
+    while (c->active) {
+        struct http_xfer *x = c->active;
+        curl_multi_remove_handle(c->multi, x->easy);
+        http_active_unlink(c, x);
+        http_xfer_complete(c, x, CURLE_ABORTED_BY_CALLBACK, 1);
+    }
+    return NULL;
+}
+
+/* --- public API --- */
+
+struct http_client *http_client_new(const struct http_client_options *opts, char *errstr,
+                                    size_t errlen)
+{
+    struct http_client *c = NULL;
+    int locks = 0;
+
+    pthread_once(&http_global_once, http_global_init);
+    if (http_global_rc != CURLE_OK) {
+        snprintf(errstr, errlen, "curl_global_init failed: %s", curl_easy_strerror(http_global_rc));
+        return NULL;
+    }
+    if (opts->timeout_ms < 0 || opts->connect_timeout_ms < 0 || opts->max_connections < 0) {
+        snprintf(errstr, errlen, "HTTP client timeouts and connection limit must not be negative");
+        return NULL;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c) {
+        snprintf(errstr, errlen, "out of memory");
+        goto fail;
+    }
+    c->timeout_ms = opts->timeout_ms ? opts->timeout_ms : HTTP_DEFAULT_TIMEOUT;
+    c->connect_timeout_ms = opts->connect_timeout_ms;
+    if (!c->connect_timeout_ms)
+        c->connect_timeout_ms = c->timeout_ms < 10000 ? c->timeout_ms : 10000;
+    snprintf(c->user_agent, sizeof(c->user_agent), "%s",
+             opts->user_agent ? opts->user_agent : "pm-bridge/" PM_VERSION);
+
+    if (pthread_mutex_init(&c->lock, NULL) != 0) {
+        snprintf(errstr, errlen, "cannot create a mutex");
+        goto fail;
+    }
+    if (pthread_cond_init(&c->idle, NULL) != 0) {
+        pthread_mutex_destroy(&c->lock);
+        snprintf(errstr, errlen, "cannot create a condition variable");
+        goto fail;
+    }
+    locks = 1;
+
+    c->multi = curl_multi_init();
+    if (!c->multi) {
+        snprintf(errstr, errlen, "curl_multi_init failed");
+        goto fail;
+    }
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS,
+                      opts->max_connections ? opts->max_connections : HTTP_DEFAULT_CONNS);
+
+    if (opts->metrics) {
+        static const char *const req_labels[] = {"target", "status", NULL};
+        static const char *const dur_labels[] = {"target", NULL};
+        const char *prefix = opts->metrics_prefix ? opts->metrics_prefix : "pm";
+        char name[160];
+
+        snprintf(name, sizeof(name), "%s_outbound_requests_total", prefix);
+        c->m_requests = metrics_family_new(opts->metrics, METRICS_COUNTER, name,
+                                           "Outbound HTTP requests by target and status "
+                                           "(\"error\" when no answer arrived).",
+                                           req_labels, NULL, 0);
+        snprintf(name, sizeof(name), "%s_outbound_request_duration_seconds", prefix);
+        c->m_duration = metrics_family_new(opts->metrics, METRICS_HISTOGRAM, name,
+                                           "Outbound HTTP request duration by target.", dur_labels,
+                                           metrics_duration_buckets, metrics_duration_nbuckets);
+        if (!c->m_requests || !c->m_duration) {
+            snprintf(errstr, errlen, "cannot declare the outbound request metrics (bad prefix?)");
+            goto fail;
+        }
+    }
+
+    if (pthread_create(&c->thread, NULL, http_client_run, c) != 0) {
+        snprintf(errstr, errlen, "cannot start the HTTP client thread");
+        goto fail;
+    }
+    c->thread_started = 1;
+    return c;
+
+fail:
+    if (c) {
+        if (c->multi)
+            curl_multi_cleanup(c->multi);
+        if (locks) {
+            pthread_cond_destroy(&c->idle);
+            pthread_mutex_destroy(&c->lock);
+        }
+        free(c);
+    }
+    return NULL;
+}
+
+/* Takes an idle easy handle (reset) from the free list, or makes one. */
+static CURL *http_easy_take(struct http_client *c)
+{
+    struct http_easy_slot *s;
+    CURL *e = NULL;
+
+    pthread_mutex_lock(&c->lock);
+    s = c->free_easy;
+    if (s) {
+        c->free_easy = s->next;
+        c->nfree_easy--;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (s) {
+        e = s->easy;
+        free(s);
+        return e;
+    }
+    return curl_easy_init();
+}
+
+/* Resets @p e and keeps it for the next call (its connections live in the multi's cache). */
+static void http_easy_give(struct http_client *c, CURL *e)
+{
+    struct http_easy_slot *s;
+
+    if (!e)
+        return;
+    curl_easy_reset(e);
+    s = malloc(sizeof(*s));
+    pthread_mutex_lock(&c->lock);
+    if (s && c->nfree_easy < HTTP_IDLE_EASY_MAX) {
+        s->easy = e;
+        s->next = c->free_easy;
+        c->free_easy = s;
+        c->nfree_easy++;
+        e = NULL;
+        s = NULL;
+    }
+    pthread_mutex_unlock(&c->lock);
+    free(s);
+    if (e)
+        curl_easy_cleanup(e);
+}
+
+/* Sets every option of one call on @p x->easy. @returns 0, or -1 with a reason in @p err. */
+static int http_easy_setup(struct http_client *c, const struct http_call *call, struct http_xfer *x,
+                           char *err, size_t errlen)
+{
+    CURL *e = x->easy;
+    long timeout = call->timeout_ms > 0 ? call->timeout_ms : c->timeout_ms;
+    long connect_timeout = c->connect_timeout_ms < timeout ? c->connect_timeout_ms : timeout;
+    int ok = 1;
+
+    /* Expect: 100-continue would cost a round trip per POST for nothing: the servers we call
+     * read small bodies anyway. */
+    x->hdrs = curl_slist_append(NULL, "Expect:");
+    if (!x->hdrs)
+        goto oom;
+    for (const char *const *h = call->headers; h && *h; h++) {
+        struct curl_slist *n = curl_slist_append(x->hdrs, *h);
+        if (!n)
+            goto oom;
+        x->hdrs = n;
+    }
+
+    ok &= curl_easy_setopt(e, CURLOPT_URL, call->url) == CURLE_OK;
+    ok &= curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)(void *)x) == CURLE_OK;
+    ok &= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK;
+    ok &= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK;
+    ok &= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK;
+    ok &= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK;
+    ok &= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK;
+    ok &= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout) == CURLE_OK;
+    ok &= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout) == CURLE_OK;
+    ok &= curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "") == CURLE_OK;
+    ok &= curl_easy_setopt(e, CURLOPT_USERAGENT, c->user_agent) == CURLE_OK;
+    ok &= curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs) == CURLE_OK;
+    ok &= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf) == CURLE_OK;
+    ok &= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_on_body) == CURLE_OK;
+    ok &= curl_easy_setopt(e, CURLOPT_WRITEDATA, x) == CURLE_OK;
+    ok &= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, http_on_header) == CURLE_OK;
+    ok &= curl_easy_setopt(e, CURLOPT_HEADERDATA, x) == CURLE_OK;
+    /* Refuses an announced oversized body before reading it; the write callback catches the
+     * rest (chunked or compressed answers). */
+    ok &= curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)HTTP_BODY_MAX) == CURLE_OK;
+    if (call->basic_user) {
+        ok &= curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC) == CURLE_OK;
+        ok &= curl_easy_setopt(e, CURLOPT_USERNAME, call->basic_user) == CURLE_OK;
+        ok &= curl_easy_setopt(e, CURLOPT_PASSWORD,
+                               call->basic_password ? call->basic_password : "") == CURLE_OK;
+    }
+
+    if (strcmp(call->method, "GET") == 0 && !call->body) {
+        ok &= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) == CURLE_OK;
+    } else if (strcmp(call->method, "HEAD") == 0) {
+        ok &= curl_easy_setopt(e, CURLOPT_NOBODY, 1L) == CURLE_OK;
+    } else {
+        if (call->body || strcmp(call->method, "POST") == 0) {
+            /* POSTFIELDS borrows the body: the caller blocks until the transfer is over. */
+            ok &= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+                                   (curl_off_t)(call->body ? call->body_len : 0)) == CURLE_OK;
+            ok &= curl_easy_setopt(e, CURLOPT_POSTFIELDS, call->body ? call->body : "") == CURLE_OK;
+        }
+        if (strcmp(call->method, "POST") != 0)
+            ok &= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, call->method) == CURLE_OK;
+    }
+    if (!ok) {
+        snprintf(err, errlen, "cannot set up the request (unsupported option in this libcurl)");
+        return -1;
+    }
+    return 0;
+
+oom:
+    snprintf(err, errlen, "out of memory");
+    return -1;
+}
+
+/* Does @p hay contain @p needle (when it is long enough to mean something)? */
+static int http_contains(const char *hay, const char *needle, size_t n)
+{
+    size_t hn = strlen(hay);
+    if (!needle || n < 4 || n > hn)
+        return 0;
+    for (size_t i = 0; i + n <= hn; i++)
+        if (memcmp(hay + i, needle, n) == 0)
+            return 1;
+    return 0;
+}
+
+/* curl's error texts name hosts and ports, never request data; this makes sure of it, falling
+ * back to curl's generic text when the message quotes the query, a header value, the
+ * credentials or the body. */
+static void http_error_scrub(char *msg, size_t msglen, const struct http_call *call, CURLcode code)
+{
+    int leak = 0;
+    const char *q = strchr(call->url, '?');
+
+    if (q)
+        leak |= http_contains(msg, q + 1, strlen(q + 1));
+    leak |= call->basic_user && http_contains(msg, call->basic_user, strlen(call->basic_user));
+    leak |= call->basic_password &&
+            http_contains(msg, call->basic_password, strlen(call->basic_password));
+    if (call->body)
+        leak |= http_contains(msg, call->body, call->body_len < 32 ? call->body_len : 32);
+    for (const char *const *h = call->headers; h && *h && !leak; h++) {
+        const char *v = strchr(*h, ':');
+        if (!v)
+            continue;
+        v++;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        leak |= http_contains(msg, v, strlen(v));
+    }
+    if (leak)
+        snprintf(msg, msglen, "%s", curl_easy_strerror(code));
+}
+
+static void http_metrics_record(struct http_client *c, const struct http_call *call, long status,
+                                double total_s)
+{
+    const char *target = call->target ? call->target : "other";
+    char st[16];
+
+    if (!c->m_requests)
+        return;
+    if (status > 0)
+        snprintf(st, sizeof(st), "%ld", status);
+    else
+        snprintf(st, sizeof(st), "error");
+    metrics_inc(metrics_series2(c->m_requests, target, st));
+    metrics_observe(metrics_series1(c->m_duration, target), total_s);
+}
+
+static double http_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int http_client_do(struct http_client *c, const struct http_call *call, struct http_reply *out)
+{
+    struct http_xfer x;
+    int rc = -1, counted = 0, cond = 0;
+    double started = http_now_s();
+    char setup_err[128];
+
+    memset(out, 0, sizeof(*out));
+    memset(&x, 0, sizeof(x));
+
+    pthread_mutex_lock(&c->lock);
+    if (!c->stopping) {
+        c->callers++;
+        counted = 1;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (!counted) {
+        out->curl_code = CURLE_ABORTED_BY_CALLBACK;
+        snprintf(out->error, sizeof(out->error), "the HTTP client is shutting down");
+        goto out;
+    }
+    if (!call->method || !call->url) {
+        out->curl_code = CURLE_BAD_FUNCTION_ARGUMENT;
+        snprintf(out->error, sizeof(out->error), "request without method or URL");
+        goto out;
+    }
+    if (pthread_cond_init(&x.cond, NULL) != 0) {
+        out->curl_code = CURLE_OUT_OF_MEMORY;
+        snprintf(out->error, sizeof(out->error), "cannot create a condition variable");
+        goto out;
+    }
+    cond = 1;
+    x.easy = http_easy_take(c);
+    if (!x.easy) {
+        out->curl_code = CURLE_OUT_OF_MEMORY;
+        snprintf(out->error, sizeof(out->error), "curl_easy_init failed");
+        goto out;
+    }
+    if (http_easy_setup(c, call, &x, setup_err, sizeof(setup_err)) != 0) {
+        out->curl_code = CURLE_FAILED_INIT;
+        snprintf(out->error, sizeof(out->error), "%s", setup_err);
+        goto out;
+    }
+
+    pthread_mutex_lock(&c->lock);
+    if (c->stopping) {
+        x.done = 1;
+        x.aborted = 1;
+        x.result = CURLE_ABORTED_BY_CALLBACK;
+    } else {
+        if (c->pending_tail)
+            c->pending_tail->next = &x;
+        else
+            c->pending_head = &x;
+        c->pending_tail = &x;
+    }
+    pthread_mutex_unlock(&c->lock);
+    /* The multi handle lives until every caller has left (http_client_free waits for them). */
+    curl_multi_wakeup(c->multi);
+
+    pthread_mutex_lock(&c->lock);
+    while (!x.done)
+        pthread_cond_wait(&x.cond, &c->lock);
+    pthread_mutex_unlock(&c->lock);
+
+    curl_easy_getinfo(x.easy, CURLINFO_NUM_CONNECTS, &out->new_connections);
+    if (x.aborted) {
+        out->curl_code = CURLE_ABORTED_BY_CALLBACK;
+        snprintf(out->error, sizeof(out->error), "the HTTP client is shutting down");
+        goto out;
+    }
+    out->total_s = http_now_s() - started;
+    if (x.too_large || x.result == CURLE_FILESIZE_EXCEEDED) {
+        out->curl_code = CURLE_FILESIZE_EXCEEDED;
+        snprintf(out->error, sizeof(out->error), "response too large");
+        goto out;
+    }
+    if (x.result != CURLE_OK) {
+        out->curl_code = (int)x.result;
+        out->timed_out = x.result == CURLE_OPERATION_TIMEDOUT;
+        snprintf(out->error, sizeof(out->error), "%s",
+                 x.errbuf[0] ? x.errbuf : curl_easy_strerror(x.result));
+        /* curl ends some messages with a newline */
+        out->error[strcspn(out->error, "\r\n")] = '\0';
+        http_error_scrub(out->error, sizeof(out->error), call, x.result);
+        goto out;
+    }
+    curl_easy_getinfo(x.easy, CURLINFO_RESPONSE_CODE, &out->status);
+    if (out->status <= 0) {
+        out->status = 0;
+        out->curl_code = CURLE_WEIRD_SERVER_REPLY;
+        snprintf(out->error, sizeof(out->error), "no HTTP status in the answer");
+        goto out;
+    }
+    out->body = x.body;
+    out->body_len = x.body_len;
+    out->headers = x.hdr;
+    x.body = x.hdr = NULL; /* owned by out now */
+    rc = 0;
+
+out:
+    if (rc != 0)
+        out->status = 0;
+    if (!out->body) {
+        out->body = calloc(1, 1);
+        out->body_len = 0;
+    }
+    if (!out->headers)
+        out->headers = calloc(1, 1);
+    if (counted && !out->total_s)
+        out->total_s = http_now_s() - started;
+    if (counted && !x.aborted)
+        http_metrics_record(c, call, out->status, out->total_s);
+    free(x.body);
+    free(x.hdr);
+    curl_slist_free_all(x.hdrs);
+    if (x.easy)
+        http_easy_give(c, x.easy);
+    if (cond)
+        pthread_cond_destroy(&x.cond);
+    if (counted) {
+        pthread_mutex_lock(&c->lock);
+        if (--c->callers == 0)
+            pthread_cond_broadcast(&c->idle);
+        pthread_mutex_unlock(&c->lock);
+    }
+    return rc;
+}
+
+void http_reply_free(struct http_reply *r)
+{
+    if (!r)
+        return;
+    free(r->body);
+    free(r->headers);
+    r->body = NULL;
+    r->headers = NULL;
+    r->body_len = 0;
+}
+
+int http_reply_header(const struct http_reply *r, const char *name, char *out, size_t outlen)
+{
+    size_t nlen = strlen(name);
+    const char *line;
+
+    if (!r || !r->headers || !outlen)
+        return -1;
+    for (line = r->headers; *line;) {
+        const char *eol = strchr(line, '\n');
+        const char *end = eol ? eol : line + strlen(line);
+
+        if ((size_t)(end - line) > nlen && line[nlen] == ':' &&
+            strncasecmp(line, name, nlen) == 0) {
+            const char *v = line + nlen + 1;
+            while (v < end && (*v == ' ' || *v == '\t'))
+                v++;
+            while (end > v && (end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
+                end--;
+            size_t n = (size_t)(end - v);
+            if (n >= outlen)
+                n = outlen - 1;
+            memcpy(out, v, n);
+            out[n] = '\0';
+            return 0;
+        }
+        if (!eol)
+            break;
+        line = eol + 1;
+    }
+    return -1;
+}
+
+long http_reply_retry_after_ms(const struct http_reply *r)
+{
+    char v[128];
+    const char *p;
+
+    if (http_reply_header(r, "Retry-After", v, sizeof(v)) != 0 || !v[0])
+        return -1;
+    for (p = v; *p >= '0' && *p <= '9'; p++)
+        ;
+    if (!*p) { /* delta-seconds */
+        long long secs = 0;
+        for (p = v; *p; p++) {
+            secs = secs * 10 + (*p - '0');
+            if (secs > LONG_MAX / 1000)
+                return LONG_MAX / 1000 * 1000;
+        }
+        return (long)(secs * 1000);
+    }
+    time_t when = curl_getdate(v, NULL);
+    if (when == (time_t)-1)
+        return -1;
+    time_t now = time(NULL);
+    if (when <= now)
+        return 0;
+    if ((long long)(when - now) > LONG_MAX / 1000)
+        return LONG_MAX / 1000 * 1000;
+    return (long)(when - now) * 1000;
+}
+
+void http_client_free(struct http_client *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->lock);
+    c->stopping = 1;
+    pthread_mutex_unlock(&c->lock);
+    if (c->thread_started) {
+        curl_multi_wakeup(c->multi);
+        pthread_join(c->thread, NULL);
+    }
+    /* Every waiting call has been failed; wait until their threads have left http_client_do
+     * (they still recycle easy handles and wake the multi handle). */
+    pthread_mutex_lock(&c->lock);
+    while (c->callers > 0)
+        pthread_cond_wait(&c->idle, &c->lock);
+    pthread_mutex_unlock(&c->lock);
+
+    while (c->free_easy) {
+        struct http_easy_slot *s = c->free_easy;
+        c->free_easy = s->next;
+        curl_easy_cleanup(s->easy);
+        free(s);
+    }
+    curl_multi_cleanup(c->multi);
+    pthread_cond_destroy(&c->idle);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
