@@ -30,8 +30,8 @@ extern char **environ;
 struct harness_proc {
     struct harness_proc *next;
     struct harness *h;
-    char base[64];  /* the name given to harness_proc_start */
-    char name[96];  /* base, with "-<n>" when base was used before */
+    char base[64]; /* the name given to harness_proc_start */
+    char name[96]; /* base, with "-<n>" when base was used before */
     char out_path[PATH_MAX];
     char err_path[PATH_MAX];
     pid_t pid;
@@ -163,8 +163,7 @@ int harness_check_str(struct harness *h, const char *a, const char *b, const cha
                       const char *file, int line)
 {
     return harness_check(h, a && b && strcmp(a, b) == 0, file, line,
-                         "%s == \"%s\", expected \"%s\"", expr, a ? a : "(null)",
-                         b ? b : "(null)");
+                         "%s == \"%s\", expected \"%s\"", expr, a ? a : "(null)", b ? b : "(null)");
 }
 
 static int harness_rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
@@ -470,8 +469,7 @@ int harness_proc_stop(struct harness_proc *p, int timeout_ms)
     harness_proc_signal(p, SIGTERM);
     st = harness_proc_wait(p, timeout_ms);
     if (st < 0) {
-        fprintf(stderr, "harness: %s did not stop within %d ms; killing it\n", p->name,
-                timeout_ms);
+        fprintf(stderr, "harness: %s did not stop within %d ms; killing it\n", p->name, timeout_ms);
         harness_proc_signal(p, SIGKILL);
         st = harness_proc_wait(p, 5000);
     }

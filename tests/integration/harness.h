@@ -75,10 +75,10 @@ int harness_check_int(struct harness *h, long long a, long long b, const char *e
 int harness_check_str(struct harness *h, const char *a, const char *b, const char *expr,
                       const char *file, int line);
 
-#define H_CHECK(h, cond)                                                                       \
+#define H_CHECK(h, cond)                                                                           \
     harness_check((h), (cond) ? 1 : 0, __FILE__, __LINE__, "CHECK failed: %s", #cond)
 #define H_CHECKF(h, cond, ...) harness_check((h), (cond) ? 1 : 0, __FILE__, __LINE__, __VA_ARGS__)
-#define H_CHECK_INT(h, a, b)                                                                   \
+#define H_CHECK_INT(h, a, b)                                                                       \
     harness_check_int((h), (long long)(a), (long long)(b), #a, __FILE__, __LINE__)
 #define H_CHECK_STR(h, a, b) harness_check_str((h), (a), (b), #a, __FILE__, __LINE__)
 #define H_FAIL(h, ...)       harness_check((h), 0, __FILE__, __LINE__, __VA_ARGS__)
@@ -189,12 +189,15 @@ struct harness_http_header {
 
 /* One HTTP exchange's result; free with harness_http_response_free. */
 struct harness_http_response {
-    long status;                          /* 0 when no answer came */
-    struct harness_http_header *headers;  /* of the final response only */
+    /* 0 when no answer came (then error holds libcurl's reason) */
+    long status;
+    /* the final response's headers (not those of a 1xx or a redirect) */
+    struct harness_http_header *headers;
     size_t nheaders;
-    char *body;                           /* NUL-terminated (never NULL after a request) */
+    /* NUL-terminated, never NULL after harness_http */
+    char *body;
     size_t body_len;
-    char error[256];                      /* libcurl's reason when status is 0 */
+    char error[256];
 };
 
 /**
@@ -206,9 +209,8 @@ struct harness_http_response {
  * @returns 0 when an HTTP answer arrived (any status), -1 otherwise (reason in resp->error).
  *          @p resp is filled either way and must be freed.
  */
-int harness_http(const char *method, const char *url, const char *const headers[],
-                 const void *body, size_t body_len, long timeout_ms,
-                 struct harness_http_response *resp);
+int harness_http(const char *method, const char *url, const char *const headers[], const void *body,
+                 size_t body_len, long timeout_ms, struct harness_http_response *resp);
 
 /** @returns the value of the response header @p name (case-insensitive), or NULL. */
 const char *harness_http_header(const struct harness_http_response *resp, const char *name);
@@ -237,9 +239,9 @@ struct harness_webhook_headers {
  *        (common/webhook_sig.h) and format the three header lines.
  * @returns 0, or -1 with a reason in @p errstr.
  */
-int harness_webhook_sign(const char *secret, const char *id, long long timestamp,
-                         const void *body, size_t len, struct harness_webhook_headers *out,
-                         char *errstr, size_t errlen);
+int harness_webhook_sign(const char *secret, const char *id, long long timestamp, const void *body,
+                         size_t len, struct harness_webhook_headers *out, char *errstr,
+                         size_t errlen);
 
 /* ---- Kafka ------------------------------------------------------------------------------ */
 
@@ -289,14 +291,19 @@ const char *harness_kafka_header(const struct harness_kafka_record *rec, const c
 /* What to produce; zero-initialise and fill what you need. */
 struct harness_kafka_produce {
     const char *topic;
-    int has_partition;          /* 0: the partitioner chooses (by key); 1: use partition */
+    /* 0: the partitioner chooses (by key); 1: the record goes to partition */
+    int has_partition;
     int32_t partition;
-    const char *key;            /* NULL: no key */
-    const void *value;          /* NULL: null value */
+    /* NULL: no key / a null value */
+    const char *key;
+    const void *value;
     size_t value_len;
-    const char *const *headers; /* NULL or "name", "value", "name", "value", ..., NULL */
-    const char *const *conf;    /* NULL or extra producer properties "key", "value", ..., NULL */
-    int timeout_ms;             /* delivery deadline (message.timeout.ms); 0 means 10000 */
+    /* NULL or "name", "value", "name", "value", ..., NULL */
+    const char *const *headers;
+    /* NULL or extra producer properties "key", "value", ..., NULL (applied last) */
+    const char *const *conf;
+    /* delivery deadline (message.timeout.ms); 0 means 10000 */
+    int timeout_ms;
 };
 
 /**

@@ -95,9 +95,8 @@ static size_t harness_http_on_header(char *data, size_t size, size_t nmemb, void
     return n;
 }
 
-int harness_http(const char *method, const char *url, const char *const headers[],
-                 const void *body, size_t body_len, long timeout_ms,
-                 struct harness_http_response *resp)
+int harness_http(const char *method, const char *url, const char *const headers[], const void *body,
+                 size_t body_len, long timeout_ms, struct harness_http_response *resp)
 {
     CURL *c = NULL;
     struct curl_slist *hl = NULL, *nl;

@@ -50,8 +50,10 @@ static int harness_kafka_meta_partitions(rd_kafka_t *rk, const char *topic, int 
     for (;;) {
         const struct rd_kafka_metadata *md = NULL;
         long long left = deadline - harness_now_ms();
-        rd_kafka_resp_err_t err =
-            rd_kafka_metadata(rk, 1, NULL, &md, left < 100 ? 100 : left > 2000 ? 2000 : (int)left);
+        rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 1, NULL, &md,
+                                                    left < 100    ? 100
+                                                    : left > 2000 ? 2000
+                                                                  : (int)left);
         if (!err) {
             int cnt = 0;
             for (int i = 0; i < md->topic_cnt; i++)
@@ -197,8 +199,8 @@ int harness_kafka_read(const char *bootstrap, const char *topic, size_t want, in
      * events tell "read what the topic holds now" when want is 0. */
     snprintf(group, sizeof(group), "pm-test-harness-%ld", (long)getpid());
     if (rd_kafka_conf_set(conf, "group.id", group, errstr, errlen) != RD_KAFKA_CONF_OK ||
-        rd_kafka_conf_set(conf, "enable.partition.eof", want ? "false" : "true", errstr,
-                          errlen) != RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(conf, "enable.partition.eof", want ? "false" : "true", errstr, errlen) !=
+            RD_KAFKA_CONF_OK ||
         rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errlen) !=
             RD_KAFKA_CONF_OK ||
         rd_kafka_conf_set(conf, "fetch.wait.max.ms", "50", errstr, errlen) != RD_KAFKA_CONF_OK)
@@ -212,8 +214,7 @@ int harness_kafka_read(const char *bootstrap, const char *topic, size_t want, in
     /* The topic may not exist yet (a service creates it by producing): wait for it. */
     while (nparts <= 0) {
         long long left = deadline - harness_now_ms();
-        nparts = harness_kafka_meta_partitions(rk, topic, left > 0 ? (int)left : 0, errstr,
-                                               errlen);
+        nparts = harness_kafka_meta_partitions(rk, topic, left > 0 ? (int)left : 0, errstr, errlen);
         if (nparts > 0)
             break;
         if (harness_now_ms() >= deadline) {
@@ -346,8 +347,8 @@ int harness_kafka_produce(const char *bootstrap, const struct harness_kafka_prod
         RD_KAFKA_V_PARTITION(req->has_partition ? req->partition : RD_KAFKA_PARTITION_UA),
         RD_KAFKA_V_KEY(req->key, req->key ? strlen(req->key) : 0),
         RD_KAFKA_V_VALUE((void *)req->value, req->value ? req->value_len : 0),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
-        RD_KAFKA_V_OPAQUE(&dr), RD_KAFKA_V_END);
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(&dr),
+        RD_KAFKA_V_END);
     if (err) {
         snprintf(errstr, errlen, "produce: %s: %s", rd_kafka_err2name(err), rd_kafka_err2str(err));
         goto out;

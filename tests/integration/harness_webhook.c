@@ -8,9 +8,9 @@
 
 #include "webhook_sig.h"
 
-int harness_webhook_sign(const char *secret, const char *id, long long timestamp,
-                         const void *body, size_t len, struct harness_webhook_headers *out,
-                         char *errstr, size_t errlen)
+int harness_webhook_sign(const char *secret, const char *id, long long timestamp, const void *body,
+                         size_t len, struct harness_webhook_headers *out, char *errstr,
+                         size_t errlen)
 {
     struct webhook_key key;
     char sig[128];

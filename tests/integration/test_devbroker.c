@@ -11,8 +11,11 @@
 #include "harness.h"
 
 static const char *const product_topics[] = {
-    "pm.canvas.messages", "pm.patient.replies", "pm.patient.questionnaire-responses",
-    "pm.deliveries",      "pm.dlq",
+    "pm.canvas.messages",
+    "pm.patient.replies",
+    "pm.patient.questionnaire-responses",
+    "pm.deliveries",
+    "pm.dlq",
 };
 
 /* --help lists the topic variables and exits 0; a bad --brokers is a usage error. */
@@ -55,8 +58,8 @@ static void test_topics(struct harness *h, const char *bootstrap)
     char err[256];
 
     for (size_t i = 0; i < sizeof(product_topics) / sizeof(product_topics[0]); i++) {
-        int n = harness_kafka_partition_count(bootstrap, product_topics[i], 10000, err,
-                                              sizeof(err));
+        int n =
+            harness_kafka_partition_count(bootstrap, product_topics[i], 10000, err, sizeof(err));
         H_CHECKF(h, n == 3, "topic %s has %d partitions, expected 3 (%s)", product_topics[i], n,
                  n < 0 ? err : "");
     }
@@ -68,8 +71,7 @@ static void test_roundtrip(struct harness *h, const char *bootstrap)
     static const char value[] = "{\"specversion\":\"1.0\",\"id\":\"evt-1\"}";
     const char *const headers[] = {"content-type", "application/cloudevents+json; charset=utf-8",
                                    "traceparent",
-                                   "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-                                   NULL};
+                                   "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", NULL};
     struct harness_kafka_produce req = {0};
     struct harness_kafka_records recs = {0};
     int32_t partition = -1;
@@ -82,15 +84,16 @@ static void test_roundtrip(struct harness *h, const char *bootstrap)
     req.value_len = strlen(value);
     req.headers = headers;
     req.timeout_ms = 10000;
-    if (!H_CHECKF(h, harness_kafka_produce(bootstrap, &req, &partition, &offset, err,
-                                           sizeof(err)) == 0,
-                  "produce failed: %s", err))
+    if (!H_CHECKF(
+            h, harness_kafka_produce(bootstrap, &req, &partition, &offset, err, sizeof(err)) == 0,
+            "produce failed: %s", err))
         return;
     H_CHECK(h, partition >= 0 && partition < 3);
     H_CHECK_INT(h, offset, 0);
 
-    if (H_CHECKF(h, harness_kafka_read(bootstrap, "pm.canvas.messages", 1, 15000, &recs, err,
-                                       sizeof(err)) == 0,
+    if (H_CHECKF(h,
+                 harness_kafka_read(bootstrap, "pm.canvas.messages", 1, 15000, &recs, err,
+                                    sizeof(err)) == 0,
                  "read failed: %s", err) &&
         H_CHECK_INT(h, recs.n, 1)) {
         const struct harness_kafka_record *r = &recs.v[0];
@@ -132,8 +135,7 @@ static void test_faults(struct harness *h, struct harness_proc *broker, const ch
     H_CHECKF(h, harness_devbroker_cmd(broker, "ping", ans, sizeof(ans)) == 0, "ping: %s", ans);
     H_CHECK_STR(h, ans, "ok");
 
-    H_CHECKF(h, harness_devbroker_cmd(broker, "down all", ans, sizeof(ans)) == 0, "down: %s",
-             ans);
+    H_CHECKF(h, harness_devbroker_cmd(broker, "down all", ans, sizeof(ans)) == 0, "down: %s", ans);
     t0 = harness_now_ms();
     rc = harness_kafka_produce(bootstrap, &req, NULL, NULL, err, sizeof(err));
     H_CHECKF(h, rc != 0, "produce succeeded while every broker was down");
@@ -149,14 +151,16 @@ static void test_faults(struct harness *h, struct harness_proc *broker, const ch
 
     /* Injected request errors: the next Produce fails with a retriable error that the producer
      * retries, so the record still arrives. */
-    H_CHECKF(h, harness_devbroker_cmd(broker, "errors Produce 2 NOT_LEADER_FOR_PARTITION", ans,
-                                      sizeof(ans)) == 0,
+    H_CHECKF(h,
+             harness_devbroker_cmd(broker, "errors Produce 2 NOT_LEADER_FOR_PARTITION", ans,
+                                   sizeof(ans)) == 0,
              "errors: %s", ans);
     rc = harness_kafka_produce(bootstrap, &req, NULL, NULL, err, sizeof(err));
     H_CHECKF(h, rc == 0, "produce after retriable injected errors failed: %s", err);
     /* A permanent error is reported as a delivery failure. */
-    H_CHECKF(h, harness_devbroker_cmd(broker, "errors Produce 1 TOPIC_AUTHORIZATION_FAILED", ans,
-                                      sizeof(ans)) == 0,
+    H_CHECKF(h,
+             harness_devbroker_cmd(broker, "errors Produce 1 TOPIC_AUTHORIZATION_FAILED", ans,
+                                   sizeof(ans)) == 0,
              "errors: %s", ans);
     rc = harness_kafka_produce(bootstrap, &req, NULL, NULL, err, sizeof(err));
     H_CHECKF(h, rc != 0 && strstr(err, "TOPIC_AUTHORIZATION_FAILED"),
@@ -222,8 +226,9 @@ static void test_multi_broker(struct harness *h)
     if (!H_CHECK(h, harness_path(h, "bootstrap.txt", bfile, sizeof(bfile)) != NULL) ||
         !H_CHECK(h, harness_path(h, "ctl.sock", ctl, sizeof(ctl)) != NULL))
         return;
-    const char *const argv[] = {"pm-devbroker", "--brokers", "3", "--partitions=2",
-                                "--bootstrap-file", bfile, "--control", ctl, NULL};
+    const char *const argv[] = {
+        "pm-devbroker", "--brokers", "3", "--partitions=2", "--bootstrap-file", bfile,
+        "--control",    ctl,         NULL};
     const char *const env[] = {"PM_TOPIC_DLQ=custom.dlq", "PM_LOG_LEVEL=debug", NULL};
     p = harness_proc_start(h, "devbroker3", argv, env);
     if (!H_CHECK(h, p != NULL))
@@ -243,15 +248,18 @@ static void test_multi_broker(struct harness *h)
 
     H_CHECKF(h, control_cmd(ctl, "ping", ans, sizeof(ans)) == 0 && !strcmp(ans, "ok"),
              "control socket ping answered \"%s\"", ans);
-    H_CHECKF(h, control_cmd(ctl, "bootstrap", ans, sizeof(ans)) == 0 && !strncmp(ans, "ok ", 3) &&
-                    !strcmp(ans + 3, first),
+    H_CHECKF(h,
+             control_cmd(ctl, "bootstrap", ans, sizeof(ans)) == 0 && !strncmp(ans, "ok ", 3) &&
+                 !strcmp(ans + 3, first),
              "control socket bootstrap answered \"%s\"", ans);
     /* Move every partition of a topic to broker 3, take broker 1 down: produce still works. */
-    H_CHECKF(h, control_cmd(ctl, "leader pm.deliveries 0 3", ans, sizeof(ans)) == 0 &&
-                    !strcmp(ans, "ok"),
+    H_CHECKF(h,
+             control_cmd(ctl, "leader pm.deliveries 0 3", ans, sizeof(ans)) == 0 &&
+                 !strcmp(ans, "ok"),
              "leader answered \"%s\"", ans);
-    H_CHECKF(h, control_cmd(ctl, "leader pm.deliveries 1 3", ans, sizeof(ans)) == 0 &&
-                    !strcmp(ans, "ok"),
+    H_CHECKF(h,
+             control_cmd(ctl, "leader pm.deliveries 1 3", ans, sizeof(ans)) == 0 &&
+                 !strcmp(ans, "ok"),
              "leader answered \"%s\"", ans);
     H_CHECKF(h, control_cmd(ctl, "rtt 2 5", ans, sizeof(ans)) == 0 && !strcmp(ans, "ok"),
              "rtt answered \"%s\"", ans);
@@ -300,8 +308,8 @@ int main(void)
 
     /* Stdout holds the bootstrap list and one answer per command, nothing else. */
     out = harness_proc_stdout(broker);
-    H_CHECKF(h, out && !strncmp(out, bootstrap, strlen(bootstrap)) &&
-                    out[strlen(bootstrap)] == '\n',
+    H_CHECKF(h,
+             out && !strncmp(out, bootstrap, strlen(bootstrap)) && out[strlen(bootstrap)] == '\n',
              "stdout does not start with the bootstrap line");
     free(out);
 

@@ -23,8 +23,8 @@ static void test_processes(struct harness *h)
     const char *const silent[] = {"/bin/sh", "-c", "exec sleep 30", NULL};
     const char *const long_line[] = {"/bin/sh", "-c", "echo abcdefgh; echo next", NULL};
     const char *const quick[] = {"/bin/sh", "-c", "printf partial; exit 3", NULL};
-    const char *const stubborn[] = {
-        "/bin/sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.1; done", NULL};
+    const char *const stubborn[] = {"/bin/sh", "-c",
+                                    "trap '' TERM; echo ready; while :; do sleep 0.1; done", NULL};
     struct harness_proc *p;
     char line[256];
     char *err;
@@ -207,8 +207,8 @@ static void test_http(struct harness *h)
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION,
                          (uint16_t)port, NULL, NULL, echo_handler, NULL, MHD_OPTION_SOCK_ADDR,
-                         (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, echo_completed,
-                         NULL, MHD_OPTION_END);
+                         (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, echo_completed, NULL,
+                         MHD_OPTION_END);
     if (!H_CHECKF(h, d != NULL, "cannot start the echo server on port %d", port))
         return;
     snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
@@ -286,9 +286,10 @@ static void test_webhook(struct harness *h)
     struct harness_webhook_headers wh;
     char err[256];
 
-    H_CHECKF(h, harness_webhook_sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-                                     "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body,
-                                     strlen(body), &wh, err, sizeof(err)) == 0,
+    H_CHECKF(h,
+             harness_webhook_sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                                  "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body, strlen(body),
+                                  &wh, err, sizeof(err)) == 0,
              "sign: %s", err);
     H_CHECK_STR(h, wh.id, "webhook-id: msg_p5jXN8AQM9LWM0D4loKWxJek");
     H_CHECK_STR(h, wh.timestamp, "webhook-timestamp: 1614265330");

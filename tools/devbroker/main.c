@@ -106,9 +106,9 @@ struct devbroker_opts {
 
 /* One control channel: stdin (answers on stdout) or one accepted socket connection. */
 struct devbroker_chan {
-    int fd;        /* -1: closed */
-    int is_stdin;  /* answers go to stdout */
-    int overlong;  /* the current line passed DEVBROKER_LINE_MAX: drop it, answer an error */
+    int fd;       /* -1: closed */
+    int is_stdin; /* answers go to stdout */
+    int overlong; /* the current line passed DEVBROKER_LINE_MAX: drop it, answer an error */
     size_t len;
     char buf[DEVBROKER_LINE_MAX];
 };
@@ -348,10 +348,10 @@ static const struct {
     const char *name;
     int key;
 } devbroker_apikeys[] = {
-    {"Produce", 0},      {"Fetch", 1},           {"ListOffsets", 2}, {"Metadata", 3},
-    {"OffsetCommit", 8}, {"OffsetFetch", 9},     {"FindCoordinator", 10},
-    {"JoinGroup", 11},   {"Heartbeat", 12},      {"LeaveGroup", 13}, {"SyncGroup", 14},
-    {"ApiVersions", 18}, {"InitProducerId", 22},
+    {"Produce", 0},         {"Fetch", 1},       {"ListOffsets", 2},      {"Metadata", 3},
+    {"OffsetCommit", 8},    {"OffsetFetch", 9}, {"FindCoordinator", 10}, {"JoinGroup", 11},
+    {"Heartbeat", 12},      {"LeaveGroup", 13}, {"SyncGroup", 14},       {"ApiVersions", 18},
+    {"InitProducerId", 22},
 };
 
 static int devbroker_parse_apikey(const char *s, int16_t *out)
@@ -574,8 +574,7 @@ static void devbroker_command(struct devbroker *db, char *line, char *ans, size_
                      DEVBROKER_MAX_PARTITIONS);
             return;
         }
-        err = rd_kafka_mock_topic_create(db->mc, w[1], (int)v2,
-                                         db->brokers < 3 ? db->brokers : 3);
+        err = rd_kafka_mock_topic_create(db->mc, w[1], (int)v2, db->brokers < 3 ? db->brokers : 3);
         devbroker_mock_settle();
         if (err)
             snprintf(ans, anslen, "error %s", rd_kafka_err2name(err));
@@ -741,8 +740,8 @@ int main(int argc, char **argv)
         goto out;
     }
     for (int i = 0; i < 5; i++) {
-        rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(
-            db.mc, topics[i], opts.partitions, opts.brokers < 3 ? opts.brokers : 3);
+        rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(db.mc, topics[i], opts.partitions,
+                                                             opts.brokers < 3 ? opts.brokers : 3);
         devbroker_mock_settle();
         if (err) {
             log_error("cannot create topic", LOG_S("topic", topics[i]),
