@@ -171,6 +171,30 @@ static void test_faults(struct harness *h, struct harness_proc *broker, const ch
     H_CHECK_INT(h, harness_kafka_partition_count(bootstrap, "pm.extra", 10000, err, sizeof(err)),
                 5);
 
+    /* clear-errors drops what is still queued: the next produce is not hit. */
+    H_CHECKF(h, harness_devbroker_cmd(broker, "errors 0 5 29", ans, sizeof(ans)) == 0,
+             "errors by number: %s", ans);
+    H_CHECK_STR(h, ans, "ok 5");
+    H_CHECKF(h, harness_devbroker_cmd(broker, "clear-errors Produce", ans, sizeof(ans)) == 0,
+             "clear-errors: %s", ans);
+    rc = harness_kafka_produce(bootstrap, &req, NULL, NULL, err, sizeof(err));
+    H_CHECKF(h, rc == 0, "produce after clear-errors failed: %s", err);
+
+    /* topic-error makes Metadata report the topic as failed; NO_ERROR restores it. */
+    H_CHECKF(h,
+             harness_devbroker_cmd(broker, "topic-error pm.extra TOPIC_AUTHORIZATION_FAILED", ans,
+                                   sizeof(ans)) == 0,
+             "topic-error: %s", ans);
+    H_CHECK_INT(h, harness_kafka_partition_count(bootstrap, "pm.extra", 10000, err, sizeof(err)),
+                0);
+    H_CHECKF(h,
+             harness_devbroker_cmd(broker, "topic-error pm.extra NO_ERROR", ans, sizeof(ans)) == 0,
+             "topic-error NO_ERROR: %s", ans);
+    H_CHECK_INT(h, harness_kafka_partition_count(bootstrap, "pm.extra", 10000, err, sizeof(err)),
+                5);
+
+    H_CHECK(h, harness_devbroker_cmd(broker, "errors Produce 1 NOT_A_CODE", ans, sizeof(ans)) != 0);
+    H_CHECKF(h, !strncmp(ans, "error ", 6), "unknown code answered \"%s\"", ans);
     H_CHECK(h, harness_devbroker_cmd(broker, "frobnicate 3", ans, sizeof(ans)) != 0);
     H_CHECKF(h, !strncmp(ans, "error ", 6), "bad command answered \"%s\"", ans);
     H_CHECK(h, harness_devbroker_cmd(broker, "down 7", ans, sizeof(ans)) != 0);
