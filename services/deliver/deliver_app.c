@@ -1,0 +1,212 @@
+/* pm-deliver wiring: HTTP and FHIR clients, result producer, consumer runtime, health routes. */
+#include "deliver.h"
+
+#include "fhir.h"
+#include "http_client.h"
+#include "http_server.h"
+#include "kafka_producer.h"
+#include "metrics.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum deliver_send deliver_classify(long status)
+{
+    if (status >= 200 && status < 300)
+        return SEND_OK;
+    if (status == 0 || status == 408 || status == 429 || status >= 500)
+        return SEND_TRANSIENT;
+    return SEND_PERMANENT;
+}
+
+static const struct consumer_handler deliver_handlers[] = {
+    {"canvas.message.v1", deliver_message_handle, deliver_message_failed},
+    {"patient.reply.v1", deliver_reply_handle, deliver_reply_failed},
+    {"patient.questionnaire_response.v1", deliver_checkin_handle, deliver_checkin_failed},
+};
+
+static enum http_result deliver_healthz(struct http_request *req, void *arg)
+{
+    (void)arg;
+    http_respond(req, 200, "application/json", "{\"status\":\"ok\"}", 15);
+    return HTTP_HANDLED;
+}
+
+static enum http_result deliver_readyz(struct http_request *req, void *arg)
+{
+    struct deliver_app *app = arg;
+    char err[256];
+    int ready;
+
+    /* The lock keeps the consumer from being freed under us during a stop. */
+    pthread_mutex_lock(&app->stop_lock);
+    ready = !app->stopping && !consumer_fatal(app->consumer, err, sizeof(err)) &&
+            consumer_ready(app->consumer) && kafka_producer_ready(app->producer);
+    pthread_mutex_unlock(&app->stop_lock);
+    if (!ready) {
+        http_respond(req, 503, "application/json", "{\"status\":\"unavailable\"}", 24);
+        return HTTP_HANDLED;
+    }
+    http_respond(req, 200, "application/json", "{\"status\":\"ready\"}", 18);
+    return HTTP_HANDLED;
+}
+
+static enum http_result deliver_metrics(struct http_request *req, void *arg)
+{
+    struct deliver_app *app = arg;
+    size_t len;
+    char *text = metrics_render(app->metrics, &len);
+    if (!text)
+        return HTTP_FAIL;
+    http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    free(text);
+    return HTTP_HANDLED;
+}
+
+static const struct http_route deliver_routes[] = {
+    {"GET", "/healthz", deliver_healthz, 0, "/healthz"},
+    {"GET", "/readyz", deliver_readyz, 0, "/readyz"},
+    {"GET", "/metrics", deliver_metrics, 0, "/metrics"},
+};
+
+static void deliver_app_free(struct deliver_app *app)
+{
+    if (app->server)
+        http_server_stop(app->server);
+    if (app->producer)
+        kafka_producer_destroy(app->producer, 10000);
+    fhir_client_free(app->fhir);
+    if (app->http)
+        http_client_free(app->http);
+    deliver_cache_free(app->patients);
+    deliver_cache_free(app->delivered);
+    deliver_cache_free(app->practitioners);
+    deliver_cache_free(app->questionnaires);
+    deliver_cache_free(app->replies);
+    metrics_registry_free(app->metrics);
+    pthread_mutex_destroy(&app->stop_lock);
+    free(app);
+}
+
+struct deliver_app *deliver_app_start(const struct deliver_config *cfg, char *errstr,
+                                      size_t errlen)
+{
+    struct deliver_app *app = calloc(1, sizeof(*app));
+    struct http_client_options ho = {0};
+    struct fhir_options fo = {0};
+    struct http_server_options so = {0};
+    struct consumer_options co = {0};
+    rd_kafka_conf_t *conf;
+    const char *topics[4];
+
+    if (!app) {
+        snprintf(errstr, errlen, "out of memory");
+        return NULL;
+    }
+    app->cfg = cfg;
+    pthread_mutex_init(&app->stop_lock, NULL);
+    app->metrics = metrics_registry_new();
+    app->patients = deliver_cache_new(10000, cfg->patient_cache_ttl_s);
+    app->delivered = deliver_cache_new(200000, 7 * 86400);
+    app->practitioners = deliver_cache_new(10000, 600);
+    app->questionnaires = deliver_cache_new(1000, 600);
+    app->replies = deliver_cache_new(200000, 7 * 86400);
+    if (!app->metrics || !app->patients || !app->delivered || !app->practitioners ||
+        !app->questionnaires || !app->replies) {
+        snprintf(errstr, errlen, "out of memory");
+        goto fail;
+    }
+
+    ho.timeout_ms = cfg->http_timeout_ms;
+    ho.max_connections = cfg->max_in_flight * 2 + 16;
+    ho.metrics = app->metrics;
+    ho.metrics_prefix = "pm_deliver";
+    app->http = http_client_new(&ho, errstr, errlen);
+    if (!app->http)
+        goto fail;
+
+    fo.base_url = cfg->fhir_url;
+    fo.token_url = cfg->token_url;
+    fo.client_id = cfg->client_id;
+    fo.client_secret = cfg->client_secret;
+    fo.refresh_margin_s = 60;
+    app->fhir = fhir_client_new(app->http, &fo, errstr, errlen);
+    if (!app->fhir)
+        goto fail;
+
+    /* Results and DLQ records: acknowledged (acks=all) before the source offset moves. */
+    conf = kafka_conf_build(&cfg->kafka, errstr, errlen);
+    if (!conf)
+        goto fail;
+    app->producer = kafka_producer_new(conf, 60000, errstr, errlen);
+    if (!app->producer)
+        goto fail;
+
+    so.host = cfg->listen_host;
+    so.port = cfg->listen_port;
+    so.max_body_bytes = 1024;
+    so.conn_timeout_s = 10;
+    so.conn_limit = 64;
+    so.threads = 1;
+    so.routes = deliver_routes;
+    so.nroutes = sizeof(deliver_routes) / sizeof(deliver_routes[0]);
+    so.app = app;
+    app->server = http_server_start(&so, errstr, errlen);
+    if (!app->server)
+        goto fail;
+
+    conf = kafka_conf_build(&cfg->kafka, errstr, errlen);
+    if (!conf)
+        goto fail;
+    topics[0] = cfg->topic_messages;
+    topics[1] = cfg->topic_replies;
+    topics[2] = cfg->topic_questionnaires;
+    topics[3] = NULL;
+    co.conf = conf;
+    co.group_id = cfg->group_id;
+    co.topics = topics;
+    co.producer = app->producer;
+    co.dlq_topic = cfg->topic_dlq;
+    co.results_topic = cfg->topic_deliveries;
+    co.handlers = deliver_handlers;
+    co.nhandlers = sizeof(deliver_handlers) / sizeof(deliver_handlers[0]);
+    co.app = app;
+    co.max_in_flight = cfg->max_in_flight;
+    co.retry_base_ms = cfg->retry_base_ms;
+    co.retry_max_ms = cfg->retry_max_ms;
+    co.retry_deadline_ms = cfg->retry_deadline_ms;
+    co.drain_timeout_ms = cfg->drain_timeout_ms;
+    co.metrics = app->metrics;
+    co.metrics_prefix = "pm_deliver";
+    app->consumer = consumer_start(&co, errstr, errlen);
+    if (!app->consumer)
+        goto fail;
+    log_info("pm-deliver listening", LOG_S("addr", cfg->listen_host),
+             LOG_I("port", http_server_port(app->server)), LOG_S("brokers", cfg->kafka.brokers),
+             LOG_S("group_id", cfg->group_id), LOG_S("version", PM_VERSION));
+    return app;
+
+fail:
+    deliver_app_free(app);
+    return NULL;
+}
+
+int deliver_app_fatal(struct deliver_app *app, char *errstr, size_t errlen)
+{
+    return consumer_fatal(app->consumer, errstr, errlen) ||
+           kafka_producer_fatal(app->producer, errstr, errlen);
+}
+
+int deliver_app_stop(struct deliver_app *app)
+{
+    int rc;
+    pthread_mutex_lock(&app->stop_lock);
+    app->stopping = 1;
+    pthread_mutex_unlock(&app->stop_lock);
+    rc = consumer_stop(app->consumer);
+    app->consumer = NULL;
+    deliver_app_free(app);
+    return rc;
+}
