@@ -51,6 +51,15 @@ static int webhook_b64_decode(const char *in, size_t inlen, unsigned char *out, 
     for (size_t i = 0; i < inlen - pad; i++)
         if (!webhook_b64_char_ok((unsigned char)in[i]))
             goto out;
+    /* Canonical form only: the bits below the last character that padding leaves unused must be
+     * zero, so exactly one text encodes a given MAC ("...1OE=" and "...1OG=" decode alike). */
+    if (pad) {
+        unsigned char c = (unsigned char)in[inlen - pad - 1];
+        unsigned v = c >= 'a' ? (unsigned)(c - 'a' + 26) : c >= 'A' ? (unsigned)(c - 'A')
+                     : c >= '0' ? (unsigned)(c - '0' + 52) : c == '+' ? 62u : 63u;
+        if (v & (pad == 1 ? 0x3u : 0xfu))
+            goto out;
+    }
     n = inlen / 4 * 3 - pad;
     if (n > outcap)
         goto out;

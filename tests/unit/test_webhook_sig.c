@@ -299,6 +299,26 @@ static void test_binary_body(void)
         WEBHOOK_SIG_MISMATCH);
 }
 
+/* Only the canonical base64 text of a MAC is accepted: the published example with its last
+ * character changed to one that decodes to the same bytes ("E" -> "G" differs only in the two
+ * padding bits) is refused, like a string comparison in the reference libraries would. */
+static void test_noncanonical_base64(void)
+{
+    struct webhook_key key;
+    char err[128];
+    const char *body = "{\"test\": 2432232314}";
+    CHECK(webhook_key_decode("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", &key, err, sizeof(err)) ==
+          0);
+    CHECK(webhook_sig_verify(&key, 1, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330",
+                             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=", body,
+                             strlen(body), 1614265330) == WEBHOOK_SIG_OK);
+    CHECK(webhook_sig_verify(&key, 1, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330",
+                             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OG=", body,
+                             strlen(body), 1614265330) == WEBHOOK_SIG_MISMATCH);
+    /* Keys too: "AB==" has stray low bits in its last character. */
+    CHECK(webhook_key_decode("whsec_AB==", &key, err, sizeof(err)) != 0);
+}
+
 int main(void)
 {
     char errstr[256];
@@ -309,5 +329,6 @@ int main(void)
     test_sign();
     test_result_codes();
     test_binary_body();
+    test_noncanonical_base64();
     return UNIT_DONE();
 }
