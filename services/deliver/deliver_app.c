@@ -42,7 +42,7 @@ static enum http_result deliver_readyz(struct http_request *req, void *arg)
 
     /* The lock keeps the consumer from being freed under us during a stop. */
     pthread_mutex_lock(&app->stop_lock);
-    ready = !app->stopping && !consumer_fatal(app->consumer, err, sizeof(err)) &&
+    ready = !app->stopping && app->consumer && !consumer_fatal(app->consumer, err, sizeof(err)) &&
             consumer_ready(app->consumer) && kafka_producer_ready(app->producer);
     pthread_mutex_unlock(&app->stop_lock);
     if (!ready) {
@@ -180,9 +180,15 @@ struct deliver_app *deliver_app_start(const struct deliver_config *cfg, char *er
     co.drain_timeout_ms = cfg->drain_timeout_ms;
     co.metrics = app->metrics;
     co.metrics_prefix = "pm_deliver";
-    app->consumer = consumer_start(&co, errstr, errlen);
-    if (!app->consumer)
-        goto fail;
+    {
+        /* The health server already answers: publish the consumer under the lock /readyz takes. */
+        struct consumer *c = consumer_start(&co, errstr, errlen);
+        if (!c)
+            goto fail;
+        pthread_mutex_lock(&app->stop_lock);
+        app->consumer = c;
+        pthread_mutex_unlock(&app->stop_lock);
+    }
     log_info("pm-deliver listening", LOG_S("addr", cfg->listen_host),
              LOG_I("port", http_server_port(app->server)), LOG_S("brokers", cfg->kafka.brokers),
              LOG_S("group_id", cfg->group_id), LOG_S("version", PM_VERSION));

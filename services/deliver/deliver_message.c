@@ -411,7 +411,8 @@ void deliver_message_handle(void *arg, struct consumer_event *ev, struct consume
             log_info("message delivered", LOG_S("event_id", ev->ce->id),
                      LOG_S("communication_id", comm_id), LOG_S("patient_id", patient_id),
                      LOG_S("channel", deliver_channel_name(ch)),
-                     LOG_S("provider_id", m.st->provider_id[ch]));
+                     LOG_S("provider_id",
+                           m.st->provider_id[ch][0] ? m.st->provider_id[ch] : NULL));
         } else if (now == CH_SKIPPED) {
             msg_publish(ev, ch, "skipped",
                         ch == CHANNEL_SMS ? "no consented phone number"
