@@ -77,12 +77,21 @@ if [ -x "$bin/pm-deliver" ] && [ $have_sandbox = 1 ]; then
     PM_TWILIO_API_URL=$sb/twilio PM_TWILIO_ACCOUNT_SID=ACsandbox PM_TWILIO_AUTH_TOKEN=sandbox-twilio-token \
     PM_TWILIO_FROM=+15550001111 PM_SENDGRID_API_URL=$sb/sendgrid PM_SENDGRID_API_KEY=SG.sandbox \
     PM_SENDGRID_FROM=clinic@example.org PM_EMAIL_SUBJECT="A message from your clinic" \
-    PM_DEFAULT_PRACTITIONER_ID=4150cd20de8a470aa570a852859ac87e \
+    PM_DEFAULT_PRACTITIONER_ID=4150cd20de8a470aa570a852859ac87e PM_DELIVER_CONTACT_CATEGORIES=ARI \
     "$bin/pm-deliver" 2>"$state/deliver.log" </dev/null &
   pids+=($!)
   wait_for pm-deliver curl -sf "http://127.0.0.1:$deliver_port/healthz"
   have_deliver=1
 fi
+
+cat >"$state/env" <<ENV
+PM_KAFKA_BROKERS=$brokers
+INGEST_PORT=$ingest_port
+DELIVER_PORT=$deliver_port
+SANDBOX_PORT=$sandbox_port
+BEARER_TOKEN=$dev_token
+WEBHOOK_SECRET=$dev_secret
+ENV
 
 cat <<MSG
 
@@ -106,6 +115,11 @@ Send a first message notification (in another terminal):
 and read it back from Kafka:
 
   kcat -C -b $brokers -t pm.canvas.messages -e -f '%k %h\\n%s\\n'
+
+Or run the demo: a staff message, a reply and a check-in through the whole path, and where each
+one ended up (webhook, SMS, email, the chart):
+
+  scripts/demo.sh
 
 Press Ctrl-C to stop everything.
 MSG
