@@ -74,7 +74,7 @@ if [ -x "$bin/pm-deliver" ] && [ $have_sandbox = 1 ]; then
     PM_CANVAS_TOKEN_URL=$sb/auth/token/ PM_CANVAS_CLIENT_ID=sandbox-client \
     PM_CANVAS_CLIENT_SECRET=sandbox-secret PM_DELIVER_CHANNELS=webhook,sms,email \
     PM_WEBHOOK_URL=$sb/webhook PM_WEBHOOK_SECRET=$dev_secret \
-    PM_TWILIO_API_URL=$sb/twilio PM_TWILIO_ACCOUNT_SID=ACsandbox PM_TWILIO_AUTH_TOKEN=sandbox-twilio-token \
+    PM_TWILIO_API_URL=$sb/twilio PM_TWILIO_ACCOUNT_SID=AC5a4db0c55a4db0c55a4db0c55a4db0c5 PM_TWILIO_AUTH_TOKEN=sandbox-twilio-token \
     PM_TWILIO_FROM=+15550001111 PM_SENDGRID_API_URL=$sb/sendgrid PM_SENDGRID_API_KEY=SG.sandbox \
     PM_SENDGRID_FROM=clinic@example.org PM_EMAIL_SUBJECT="A message from your clinic" \
     PM_DEFAULT_PRACTITIONER_ID=4150cd20de8a470aa570a852859ac87e PM_DELIVER_CONTACT_CATEGORIES=ARI \

@@ -28,6 +28,7 @@ struct ingest_app {
     struct kafka_producer *producer;
     struct ingest_dedup *dedup;
     atomic_int stopping;
+    size_t max_record_bytes; /* the producer's message.max.bytes */
 
     struct metrics_registry *metrics;
     struct metrics_family *m_requests;
@@ -274,9 +275,14 @@ static void ingest_on_ack(void *opaque, const struct kafka_ack *ack)
             ingest_dedup_abort(app->dedup, r->event_id);
         if (ack->err == RD_KAFKA_RESP_ERR__TIMED_OUT || ack->err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT)
             metrics_inc(app->m_ack_timeouts);
-        respond_unavailable(req, "urn:pm:problem:kafka-unavailable",
-                            "Kafka did not acknowledge the event in time; it was not accepted",
-                            r->retry_after);
+        if (ack->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE)
+            /* The broker's limit is lower than ours: retrying cannot help. */
+            respond_problem(req, 413, "urn:pm:problem:payload-too-large",
+                            "Kafka refused the event as too large", NULL);
+        else
+            respond_unavailable(req, "urn:pm:problem:kafka-unavailable",
+                                "Kafka did not acknowledge the event in time; it was not accepted",
+                                r->retry_after);
         log_warn("event not acknowledged", LOG_S("event_id", r->event_id),
                  LOG_S("kafka_error", rd_kafka_err2name(ack->err)));
     }
@@ -407,6 +413,19 @@ static enum http_result ingest_post(struct http_request *req, void *arg)
         res = HTTP_FAIL;
         goto out;
     }
+    /* A body within PM_INGEST_MAX_BODY_BYTES can still make a record Kafka refuses (the envelope
+     * adds a few hundred bytes): say so now, rather than a 503 that no retry could cure. The 512
+     * bytes cover the key, headers and record overhead. */
+    if (strlen(value) + strlen(ev.patient_id) + 512 > app->max_record_bytes) {
+        char detail[160];
+        if (r->client_id)
+            ingest_dedup_abort(app->dedup, r->event_id);
+        snprintf(detail, sizeof(detail),
+                 "the event built from this body exceeds Kafka's record limit of %zu bytes",
+                 app->max_record_bytes);
+        respond_problem(req, 413, "urn:pm:problem:payload-too-large", detail, NULL);
+        goto out;
+    }
 
     /* Why 202 waits for the delivery report: the report is the only proof that Kafka (acks=all,
      * idempotent) holds the event. Suspend first, so the report can never race ahead of it; no
@@ -422,6 +441,9 @@ static enum http_result ingest_post(struct http_request *req, void *arg)
         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
             respond_unavailable(req, "urn:pm:problem:kafka-unavailable",
                                 "too many events are waiting for Kafka; retry shortly", "1");
+        else if (err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE)
+            respond_problem(req, 413, "urn:pm:problem:payload-too-large",
+                            "the event exceeds Kafka's record limit", NULL);
         else
             respond_unavailable(req, "urn:pm:problem:kafka-unavailable",
                                 "the event could not be handed to Kafka", r->retry_after);
@@ -569,6 +591,13 @@ struct ingest_app *ingest_app_start(const struct ingest_config *cfg, char *errst
         kafka_conf_set(conf, "linger.ms", "2", errstr, errlen)) {
         rd_kafka_conf_destroy(conf);
         goto fail;
+    }
+    {
+        char v[32];
+        size_t vl = sizeof(v);
+        app->max_record_bytes = 1000000;
+        if (rd_kafka_conf_get(conf, "message.max.bytes", v, &vl) == RD_KAFKA_CONF_OK)
+            app->max_record_bytes = (size_t)strtoull(v, NULL, 10);
     }
     app->producer = kafka_producer_new(conf, cfg->ack_timeout_ms, errstr, errlen);
     conf = NULL; /* owned by the producer now */

@@ -159,11 +159,20 @@ static void check_envelope(const struct harness_kafka_record *rec, json_t *ce, c
 
 static struct harness_proc *start_ingest(const char *bootstrap, int port, const char *ack_ms)
 {
-    char listen[64], brokers[600], ack[64];
+    char listen[64], brokers[600], ack[64], props[600], path[512];
+    FILE *f;
+    /* A small Kafka record limit, so a body under PM_INGEST_MAX_BODY_BYTES can exceed it. */
+    harness_path(h, "kafka.properties", path, sizeof(path));
+    f = fopen(path, "w");
+    if (f) {
+        fputs("# test settings\nmessage.max.bytes=3000\n", f);
+        fclose(f);
+    }
+    snprintf(props, sizeof(props), "PM_KAFKA_CONFIG_FILE=%s", path);
     snprintf(listen, sizeof(listen), "PM_INGEST_LISTEN=127.0.0.1:%d", port);
     snprintf(brokers, sizeof(brokers), "PM_KAFKA_BROKERS=%s", bootstrap);
     snprintf(ack, sizeof(ack), "PM_INGEST_ACK_TIMEOUT_MS=%s", ack_ms);
-    const char *env[] = {listen, brokers, ack, "PM_INGEST_WEBHOOK_SECRETS=" SECRET,
+    const char *env[] = {listen, brokers, ack, props, "PM_INGEST_WEBHOOK_SECRETS=" SECRET,
                          "PM_INGEST_BEARER_TOKENS=" TOKEN, "PM_INGEST_MAX_BODY_BYTES=4096",
                          "PM_LOG_LEVEL=debug", NULL};
     const char *argv[] = {"pm-ingest", NULL};
@@ -387,6 +396,21 @@ int main(void)
         j = post_bearer("/v1/canvas/messages", big, &st);
         expect_problem(j, st, 413, "urn:pm:problem:payload-too-large", NULL);
         json_decref(j);
+
+        /* Within the body limit (4096) but over Kafka's record limit (3000): 413 that says so,
+         * not a 503 that no retry could cure. */
+        {
+            char reply[3600];
+            int n = snprintf(reply, sizeof(reply), "{\"patient_id\":\"" PATIENT "\",\"text\":\"");
+            memset(reply + n, 'x', 3300);
+            snprintf(reply + n + 3300, sizeof(reply) - (size_t)n - 3300, "\"}");
+            j = post_signed("/v1/patient/replies", "msg_too_big_for_kafka", reply, &st, 0);
+            expect_problem(j, st, 413, "urn:pm:problem:payload-too-large", NULL);
+            const char *detail = json_string_value(json_object_get(j, "detail"));
+            H_CHECK(h, detail && strstr(detail, "record limit"));
+            json_decref(j);
+            snprintf(refused[nrefused++], sizeof(refused[0]), "msg_too_big_for_kafka");
+        }
 
         snprintf(url, sizeof(url), "%s/v1/unknown", base);
         harness_http("GET", url, NULL, NULL, 0, 5000, &resp);
