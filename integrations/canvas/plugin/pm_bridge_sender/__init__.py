@@ -1,0 +1,1 @@
+"""pm-bridge sender plugin for the Canvas SDK (see README.md)."""

@@ -1,0 +1,1 @@
+"""Event handlers of the pm-bridge sender plugin."""
