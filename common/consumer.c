@@ -365,13 +365,18 @@ void consumer_publish_result(struct consumer_event *ev, const char *kind, const 
     char *value;
     rd_kafka_headers_t *h;
 
+    if (!c->o.results_topic) {
+        log_error("consumer_publish_result without a results topic", LOG_S("event_id", ev->ce->id));
+        return;
+    }
     data = json_pack("{s:s, s:s, s:s, s:s, s:s*, s:s*, s:i}", "source_event_id", ev->ce->id,
                      "kind", kind, "channel", channel, "outcome", outcome, "reason", reason,
                      "provider_id", provider_id, "attempts", ev->attempt);
     /* A stable id per source event and channel lets readers drop at-least-once repeats. */
     snprintf(id, sizeof(id), "%s:%s", ev->ce->id, channel);
     timefmt_now_ms(now, sizeof(now));
-    ce = cloudevent_new(id, "pm-deliver", CE_TYPE_DELIVERY_RESULT, now, ev->ce->subject, data);
+    ce = cloudevent_new(id, c->o.results_source ? c->o.results_source : "pm-consumer",
+                        CE_TYPE_DELIVERY_RESULT, now, ev->ce->subject, data);
     value = ce ? json_dumps(ce, JSON_COMPACT) : NULL;
     json_decref(ce);
     if (!value) {
@@ -802,7 +807,7 @@ static void cr_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     pthread_mutex_unlock(&c->lock);
 
     /* Offsets stored by the finished records must be committed before the partitions go. */
-    rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, parts, 0);
+    rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0); /* the stored offsets, synchronously */
     if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
         log_warn("commit on revoke failed", LOG_S("kafka_error", rd_kafka_err2name(cerr)));
 

@@ -63,7 +63,8 @@ struct consumer_options {
     const char *const *topics;   /* NULL-terminated */
     struct kafka_producer *producer; /* shared, for the DLQ and results; borrowed */
     const char *dlq_topic;
-    const char *results_topic;
+    const char *results_topic;  /* may be NULL when the handlers never publish results */
+    const char *results_source; /* CloudEvents "source" of results, e.g. "pm-deliver" */
     const struct consumer_handler *handlers;
     size_t nhandlers;
     void *app;

@@ -170,6 +170,7 @@ struct deliver_app *deliver_app_start(const struct deliver_config *cfg, char *er
     co.producer = app->producer;
     co.dlq_topic = cfg->topic_dlq;
     co.results_topic = cfg->topic_deliveries;
+    co.results_source = "pm-deliver";
     co.handlers = deliver_handlers;
     co.nhandlers = sizeof(deliver_handlers) / sizeof(deliver_handlers[0]);
     co.app = app;
