@@ -22,11 +22,14 @@
  * guarded by one mutex (c->lock); handlers and Kafka produce calls run outside it.
  *
  * Records are grouped in key queues, one per (partition, key): only the head of a queue is ever
- * handed to a worker, which gives per-key order; distinct keys run in parallel. Each partition
- * also keeps its records in offset order; a record is "done" when its handler finished and every
- * result/DLQ record it produced is acknowledged; the done prefix of a partition is popped and its
- * next offset stored (enable.auto.offset.store=false), so an offset never passes an unfinished
- * record. Stored offsets are committed by auto-commit, on revoke and on stop.
+ * handed to a worker, which gives per-key order; distinct keys run in parallel. A record is
+ * finished when its handler is done and every result/DLQ record it produced is acknowledged; it
+ * is freed at once. Each partition keeps a compact ring of the offsets it handed out with a done
+ * flag each; the done prefix is popped and its next offset stored (enable.auto.offset.store=
+ * false), so an offset never passes an unfinished record. Because finished records cost only a
+ * ring slot, a patient whose record retries for an hour holds back its partition's committed
+ * offset but not the other patients' work: they go on being consumed and handled. Stored offsets
+ * are committed by auto-commit, on revoke and on stop.
  */
 
 enum cr_state { CR_QUEUED, CR_READY, CR_RUNNING, CR_BACKOFF, CR_ACKS };
@@ -39,16 +42,16 @@ struct cr_record {
     struct cr_partition *part;
     struct cr_keyq *kq;
     struct cr_record *next_in_key;
-    struct cr_record *next_in_part;
+    struct cr_record *prev_in_part, *next_in_part; /* the partition's live records */
+    uint64_t seq;                                  /* position in the partition's offset ring */
     enum cr_state state;
-    int done;
     int counted_running; /* included in part->running */
     int pending_acks;
     int handler_done;
     int64_t first_attempt_us;
     struct cloudevent ce;
     int ce_ok;
-    char ce_error[256];
+    char *ce_error; /* why it is not a CloudEvent (malloc'd), or NULL */
     char *key;
     const struct consumer_handler *handler;
     struct consumer_event ev;
@@ -72,7 +75,13 @@ struct cr_partition {
     int revoked;    /* being revoked or gone: no new work starts; offsets may still be stored */
     int unassigned; /* handed back to the group: offsets are not stored any more */
     int running;    /* records whose handler started and that are not finished */
-    struct cr_record *oldest, *newest;
+    struct cr_record *live; /* records held in memory (not finished), any order */
+    /* Offsets handed out, in order, with a done flag each: slot i of the ring is the record
+     * with seq == popped + i. Finished records keep only their slot until the prefix pops. */
+    int64_t *ring_offset;
+    unsigned char *ring_done;
+    size_t ring_head, ring_len, ring_cap;
+    uint64_t pushed, popped;
 };
 
 /* A result or DLQ record on its way to Kafka; re-sent until acknowledged. */
@@ -88,7 +97,8 @@ struct cr_send {
     struct cr_send *next;
 };
 
-#define CR_BUCKETS 4096
+#define CR_BUCKETS      4096
+#define CR_MAX_TRAILING 1000000L
 
 struct consumer {
     struct consumer_options o;
@@ -106,7 +116,8 @@ struct consumer {
     struct cr_keyq *backoff;
     struct cr_send *resend;
     int in_flight;
-    int buffered;
+    int buffered; /* live records: not finished (waiting, running, retrying, acks) */
+    long trailing; /* finished records whose offset waits behind an unfinished one */
     int pending_acks;
     int paused;
     int workers_quit;
@@ -198,14 +209,59 @@ static void cr_record_free(struct cr_record *rec)
         rec->ev.state_free(rec->ev.state);
     cloudevent_clear(&rec->ce);
     rd_kafka_message_destroy(rec->msg);
+    free(rec->ce_error);
     free(rec->key);
     free(rec);
+}
+
+/* Takes a record off its partition's live list and frees it. Under c->lock. */
+static void cr_record_release(struct consumer *c, struct cr_record *rec)
+{
+    struct cr_partition *p = rec->part;
+    if (rec->prev_in_part)
+        rec->prev_in_part->next_in_part = rec->next_in_part;
+    else if (p->live == rec)
+        p->live = rec->next_in_part;
+    if (rec->next_in_part)
+        rec->next_in_part->prev_in_part = rec->prev_in_part;
+    c->buffered--;
+    cr_record_free(rec);
+}
+
+/* Appends @p offset to the partition's ring. @returns its seq, or -1 without memory. */
+static int cr_ring_push(struct cr_partition *p, int64_t offset, uint64_t *seq)
+{
+    if (p->ring_len == p->ring_cap) {
+        size_t cap = p->ring_cap ? p->ring_cap * 2 : 64;
+        int64_t *off = malloc(cap * sizeof(*off));
+        unsigned char *done = malloc(cap);
+        if (!off || !done) {
+            free(off);
+            free(done);
+            return -1;
+        }
+        for (size_t i = 0; i < p->ring_len; i++) {
+            off[i] = p->ring_offset[(p->ring_head + i) % p->ring_cap];
+            done[i] = p->ring_done[(p->ring_head + i) % p->ring_cap];
+        }
+        free(p->ring_offset);
+        free(p->ring_done);
+        p->ring_offset = off;
+        p->ring_done = done;
+        p->ring_head = 0;
+        p->ring_cap = cap;
+    }
+    p->ring_offset[(p->ring_head + p->ring_len) % p->ring_cap] = offset;
+    p->ring_done[(p->ring_head + p->ring_len) % p->ring_cap] = 0;
+    p->ring_len++;
+    *seq = p->pushed++;
+    return 0;
 }
 
 static void cr_partition_maybe_free(struct consumer *c, struct cr_partition *p)
 {
     struct cr_partition **pp;
-    if (!p->unassigned || p->running > 0 || p->oldest)
+    if (!p->unassigned || p->running > 0 || p->live)
         return;
     for (pp = &c->partitions; *pp; pp = &(*pp)->next) {
         if (*pp == p) {
@@ -213,22 +269,24 @@ static void cr_partition_maybe_free(struct consumer *c, struct cr_partition *p)
             break;
         }
     }
+    for (size_t i = 0; i < p->ring_len; i++) /* finished ones that will never be stored now */
+        c->trailing -= p->ring_done[(p->ring_head + i) % p->ring_cap];
+    free(p->ring_offset);
+    free(p->ring_done);
     free(p->topic);
     free(p);
 }
 
-/* Pops the done prefix of @p p and stores the next offset. Under c->lock. */
+/* Pops the done prefix of @p p's ring and stores the next offset. Under c->lock. */
 static void cr_partition_advance(struct consumer *c, struct cr_partition *p)
 {
     int64_t next = -1;
-    while (p->oldest && p->oldest->done) {
-        struct cr_record *r = p->oldest;
-        p->oldest = r->next_in_part;
-        if (!p->oldest)
-            p->newest = NULL;
-        next = r->msg->offset + 1;
-        cr_record_free(r);
-        c->buffered--;
+    while (p->ring_len > 0 && p->ring_done[p->ring_head]) {
+        next = p->ring_offset[p->ring_head] + 1;
+        p->ring_head = (p->ring_head + 1) % p->ring_cap;
+        p->ring_len--;
+        p->popped++;
+        c->trailing--;
     }
     if (next >= 0 && !p->unassigned) {
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
@@ -250,7 +308,8 @@ static void cr_finish(struct consumer *c, struct cr_record *rec)
     struct cr_keyq *kq = rec->kq;
     struct cr_partition *p = rec->part;
 
-    rec->done = 1;
+    p->ring_done[(p->ring_head + (size_t)(rec->seq - p->popped)) % p->ring_cap] = 1;
+    c->trailing++; /* until cr_partition_advance pops it */
     if (rec->counted_running) {
         p->running--;
         rec->counted_running = 0;
@@ -265,6 +324,7 @@ static void cr_finish(struct consumer *c, struct cr_record *rec)
         else if (!kq->head)
             cr_kq_free(c, kq);
     }
+    cr_record_release(c, rec);
     cr_partition_advance(c, p);
 }
 
@@ -462,7 +522,8 @@ static void cr_run(struct consumer *c, struct cr_record *rec)
 
     if (!rec->ce_ok) {
         out.verdict = CONSUMER_INVALID;
-        snprintf(out.error, sizeof(out.error), "not a CloudEvent: %s", rec->ce_error);
+        snprintf(out.error, sizeof(out.error), "not a CloudEvent: %s",
+                 rec->ce_error ? rec->ce_error : "unknown reason");
     } else if (!rec->handler) {
         out.verdict = CONSUMER_INVALID;
         snprintf(out.error, sizeof(out.error), "unknown event type");
@@ -605,8 +666,13 @@ static void cr_enqueue(struct consumer *c, rd_kafka_message_t *msg)
         return;
     }
     /* Decoding happens here, outside the lock; nothing in the record is shared yet. */
-    rec->ce_ok = cloudevent_parse(msg->payload ? msg->payload : "", msg->len, &rec->ce,
-                                  rec->ce_error, sizeof(rec->ce_error)) == 0;
+    {
+        char err[256];
+        rec->ce_ok = cloudevent_parse(msg->payload ? msg->payload : "", msg->len, &rec->ce, err,
+                                      sizeof(err)) == 0;
+        if (!rec->ce_ok)
+            rec->ce_error = strdup(err);
+    }
     if (rec->ce_ok)
         rec->handler = cr_handler_find(c, rec->ce.type);
     rec->ev.topic = topic;
@@ -625,11 +691,18 @@ static void cr_enqueue(struct consumer *c, rd_kafka_message_t *msg)
         return;
     }
     rec->part = p;
-    if (p->newest)
-        p->newest->next_in_part = rec;
-    else
-        p->oldest = rec;
-    p->newest = rec;
+    if (cr_ring_push(p, msg->offset, &rec->seq) != 0) {
+        /* Not tracked, so never stored: the partition's offset stays before it and it is
+         * consumed again after a restart. Only on allocation failure. */
+        log_error("out of memory tracking a record", LOG_S("topic", topic));
+        pthread_mutex_unlock(&c->lock);
+        cr_record_free(rec);
+        return;
+    }
+    rec->next_in_part = p->live;
+    if (p->live)
+        p->live->prev_in_part = rec;
+    p->live = rec;
     c->buffered++;
 
     h = cr_hash(p, rec->key);
@@ -687,21 +760,20 @@ static void cr_drop_waiting(struct consumer *c, int all)
 
     struct cr_keyq *dropped = NULL;
     for (p = c->partitions; p; p = p->next) {
-        struct cr_record **rp;
+        struct cr_record *r, *next;
         if (!all && !p->revoked)
             continue;
         /* Keep records that are running or waiting for acks; drop the rest. The offset of a
-         * dropped record is never stored: the next owner handles it. */
-        for (rp = &p->oldest; *rp;) {
-            struct cr_record *r = *rp;
-            if (r->state == CR_RUNNING || r->state == CR_ACKS || r->done) {
+         * dropped record is never stored (its ring slot stays not done): the next owner handles
+         * it. */
+        for (r = p->live; r; r = next) {
+            next = r->next_in_part;
+            if (r->state == CR_RUNNING || r->state == CR_ACKS) {
                 r->next_in_key = NULL; /* nothing of its key runs after it here */
                 if (r->kq)
                     r->kq->tail = r;
-                rp = &r->next_in_part;
                 continue;
             }
-            *rp = r->next_in_part;
             if (r->kq && r->kq->head == r) {
                 /* Records behind it still point at the queue: free it after the sweep. */
                 struct cr_keyq *kq = r->kq;
@@ -710,12 +782,8 @@ static void cr_drop_waiting(struct consumer *c, int all)
                 kq->next_list = dropped;
                 dropped = kq;
             }
-            c->buffered--;
-            cr_record_free(r);
+            cr_record_release(c, r);
         }
-        p->newest = NULL;
-        for (struct cr_record *r = p->oldest; r; r = r->next_in_part)
-            p->newest = r;
     }
     while (dropped) {
         struct cr_keyq *kq = dropped;
@@ -870,8 +938,15 @@ static void cr_timers(struct consumer *c)
             sp = &s->next;
         }
     }
-    want_pause = c->buffered >= c->o.max_buffered ? 1 : c->buffered <= c->o.max_buffered / 2 ? 0
-                                                                                             : -1;
+    /* Two bounds: records in memory, and finished records whose offsets wait behind an
+     * unfinished one (a few bytes each, so the cap is high; past it, something has been stuck
+     * for a very long time and consuming on would only grow what a restart has to redo). */
+    if (c->buffered >= c->o.max_buffered || c->trailing >= CR_MAX_TRAILING)
+        want_pause = 1;
+    else if (c->buffered <= c->o.max_buffered / 2 && c->trailing <= CR_MAX_TRAILING / 2)
+        want_pause = 0;
+    else
+        want_pause = -1;
     metrics_set(c->m_in_flight, c->in_flight);
     metrics_set(c->m_buffered, c->buffered);
     pthread_mutex_unlock(&c->lock);
@@ -886,7 +961,8 @@ static void cr_timers(struct consumer *c)
     if (want_pause == 1 && !c->paused) {
         c->paused = 1;
         cr_set_pause(c, 1);
-        log_debug("buffer full: partitions paused", LOG_I("count", c->buffered));
+        log_debug("buffer full: partitions paused", LOG_I("count", c->buffered),
+                  LOG_I("limit", c->trailing));
     } else if (want_pause == 0 && c->paused) {
         c->paused = 0;
         cr_set_pause(c, 0);
@@ -1135,14 +1211,15 @@ int consumer_stop(struct consumer *c)
     cr_drop_waiting(c, 1);
     while (c->partitions) {
         struct cr_partition *p = c->partitions;
-        while (p->oldest) {
-            struct cr_record *r = p->oldest;
-            p->oldest = r->next_in_part;
+        while (p->live) {
+            struct cr_record *r = p->live;
             if (r->kq && r->kq->head == r)
                 cr_kq_free(c, r->kq);
-            cr_record_free(r);
+            cr_record_release(c, r);
         }
         c->partitions = p->next;
+        free(p->ring_offset);
+        free(p->ring_done);
         free(p->topic);
         free(p);
     }
