@@ -200,13 +200,12 @@ static enum http_result ingest_on_headers(struct http_request *req, void *arg)
     wid = http_request_header(req, "webhook-id");
     if (cfg->nkeys == 0 && cfg->ntokens == 0) {
         r->auth = AUTH_NONE_NEEDED; /* only reachable with PM_INGEST_ALLOW_UNAUTHENTICATED=1 */
-    } else if (authz && strncasecmp(authz, "Bearer ", 7) == 0) {
-        if (!cfg->ntokens || !bearer_valid(cfg, authz + 7)) {
-            respond_unauthorized(app, req, "the bearer token is not valid");
-            return HTTP_HANDLED;
-        }
+    } else if (cfg->ntokens && authz && strncasecmp(authz, "Bearer ", 7) == 0 &&
+               bearer_valid(cfg, authz + 7)) {
         r->auth = AUTH_BEARER_OK;
     } else if (cfg->nkeys && (wid || http_request_header(req, "webhook-signature"))) {
+        /* Signed (a bearer header that did not match, e.g. added by a proxy, is not fatal when
+         * the request carries a signature: the signature decides). */
         enum webhook_sig_result sr;
         if (!wid || !http_request_header(req, "webhook-timestamp") ||
             !http_request_header(req, "webhook-signature")) {
@@ -220,6 +219,9 @@ static enum http_result ingest_on_headers(struct http_request *req, void *arg)
             return HTTP_HANDLED;
         }
         r->auth = AUTH_SIGNATURE_PENDING;
+    } else if (authz && strncasecmp(authz, "Bearer ", 7) == 0) {
+        respond_unauthorized(app, req, "the bearer token is not valid");
+        return HTTP_HANDLED;
     } else {
         respond_unauthorized(app, req,
                              cfg->nkeys && cfg->ntokens

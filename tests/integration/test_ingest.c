@@ -357,6 +357,20 @@ int main(void)
             json_decref(j);
             snprintf(refused[nrefused++], sizeof(refused[0]), "msg_reserialised");
         }
+        {
+            /* A valid signature decides even when a proxy added a bearer header we don't know. */
+            struct harness_webhook_headers wh;
+            char err[64];
+            harness_webhook_sign(SECRET, "msg_sig_and_bearer", (long long)time(NULL), ok_msg,
+                                 strlen(ok_msg), &wh, err, sizeof(err));
+            const char *hdrs[] = {"Content-Type: application/json", wh.id, wh.timestamp,
+                                  wh.signature, "Authorization: Bearer proxy-token-0000000000",
+                                  NULL};
+            j = post("/v1/canvas/messages", hdrs, ok_msg, &st, NULL);
+            H_CHECK_INT(h, st, 202);
+            remember_accepted(j, "pm.canvas.messages");
+            json_decref(j);
+        }
         snprintf(refused[nrefused++], sizeof(refused[0]), "msg_stale");
         snprintf(refused[nrefused++], sizeof(refused[0]), "msg_future");
 
@@ -431,7 +445,7 @@ int main(void)
     harness_http("GET", url, NULL, NULL, 0, 5000, &resp);
     H_CHECK_INT(h, resp.status, 200);
     H_CHECK(h, resp.body && strstr(resp.body, "pm_ingest_requests_total{route=\"/v1/canvas/"
-                                              "messages\",status=\"202\"} 4"));
+                                              "messages\",status=\"202\"} 5"));
     H_CHECK(h, resp.body && strstr(resp.body, "pm_ingest_request_duration_seconds_bucket"));
     harness_http_response_free(&resp);
 
@@ -439,7 +453,7 @@ int main(void)
     {
         static const char *const topics[] = {"pm.canvas.messages", "pm.patient.replies",
                                              "pm.patient.questionnaire-responses"};
-        static const int want[] = {3, 1, 2};
+        static const int want[] = {4, 1, 2};
         char err[256];
         for (int t = 0; t < 3; t++) {
             struct harness_kafka_records r = {0};
