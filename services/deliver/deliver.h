@@ -236,8 +236,8 @@ int deliver_writeback_begin(struct deliver_app *app, struct consumer_event *ev, 
  *        app->replies, before anything is published), publish "delivered" with provider_id @p id,
  *        set @p out to DONE.
  */
-void deliver_writeback_created(struct deliver_app *app, struct consumer_event *ev,
-                               const char *kind, const char *id, struct consumer_outcome *out);
+void deliver_writeback_created(struct deliver_app *app, struct consumer_event *ev, const char *kind,
+                               const char *id, struct consumer_outcome *out);
 
 /** @brief A failed FHIR call as the attempt's verdict: RETRY (with Retry-After) or PERMANENT. */
 void deliver_writeback_fhir_failure(struct consumer_outcome *out, const struct fhir_error *err);
