@@ -242,7 +242,6 @@ void deliver_writeback_created(struct deliver_app *app, struct consumer_event *e
 /** @brief A failed FHIR call as the attempt's verdict: RETRY (with Retry-After) or PERMANENT. */
 void deliver_writeback_fhir_failure(struct consumer_outcome *out, const struct fhir_error *err);
 
-#endif
 
 /* ---- bounded TTL cache of JSON values by string key (deliver_cache.c) ---- */
 
@@ -314,3 +313,5 @@ enum deliver_send {
 
 /** @brief Classify an HTTP answer (status 0 = transport failure) per SPEC §6 "Outcomes". */
 enum deliver_send deliver_classify(long status);
+
+#endif
