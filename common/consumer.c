@@ -119,6 +119,7 @@ struct consumer {
     int buffered; /* live records: not finished (waiting, running, retrying, acks) */
     long trailing; /* finished records whose offset waits behind an unfinished one */
     int pending_acks;
+    int in_producer; /* sends handed to the producer whose callback has not finished */
     int paused;
     int workers_quit;
     unsigned rand_state;
@@ -349,6 +350,8 @@ static void cr_on_ack(void *opaque, const struct kafka_ack *ack)
     struct consumer *c = s->c;
 
     pthread_mutex_lock(&c->lock);
+    /* consumer_stop waits for this count before freeing what the callbacks touch. */
+    c->in_producer--;
     if (ack->err) {
         /* Not acknowledged: the record stays unfinished and the send is tried again. */
         log_warn("result or DLQ record not acknowledged; retrying", LOG_S("topic", s->topic),
@@ -356,6 +359,7 @@ static void cr_on_ack(void *opaque, const struct kafka_ack *ack)
         s->due_us = cr_now_us() + 1000000;
         s->next = c->resend;
         c->resend = s;
+        pthread_cond_broadcast(&c->idle_cond);
         pthread_mutex_unlock(&c->lock);
         return;
     }
@@ -373,11 +377,17 @@ static void cr_on_ack(void *opaque, const struct kafka_ack *ack)
 static void cr_send_start(struct cr_send *s)
 {
     struct consumer *c = s->c;
-    rd_kafka_resp_err_t err = kafka_producer_send(
-        c->o.producer, s->topic, s->key, strlen(s->key), s->value, s->len,
-        s->headers ? rd_kafka_headers_copy(s->headers) : NULL, cr_on_ack, s);
+    rd_kafka_resp_err_t err;
+
+    /* Counted before the send: the callback may run before kafka_producer_send returns. */
+    pthread_mutex_lock(&c->lock);
+    c->in_producer++;
+    pthread_mutex_unlock(&c->lock);
+    err = kafka_producer_send(c->o.producer, s->topic, s->key, strlen(s->key), s->value, s->len,
+                              s->headers ? rd_kafka_headers_copy(s->headers) : NULL, cr_on_ack, s);
     if (err) {
         pthread_mutex_lock(&c->lock);
+        c->in_producer--; /* refused: no callback will come */
         s->due_us = cr_now_us() + 1000000;
         s->next = c->resend;
         c->resend = s;
@@ -1184,17 +1194,35 @@ int consumer_stop(struct consumer *c)
                  LOG_I("count", left));
         rc = -1;
     }
-    /* Results and DLQ records still in the producer get their callback now (purged ones with
-     * an error), while the records they point at still exist. */
-    if (left > 0)
-        kafka_producer_flush(c->o.producer, 2000);
 
+    /* A handler still running at the drain deadline finishes here, and may publish results on
+     * its way out: the join comes before the flush below. */
     pthread_mutex_lock(&c->lock);
     c->workers_quit = 1;
     pthread_cond_broadcast(&c->work_cond);
     pthread_mutex_unlock(&c->lock);
     for (int i = 0; i < c->nworkers; i++)
         pthread_join(c->workers[i], NULL);
+
+    /* Results and DLQ records still in the producer get their callback now (purged ones with
+     * an error), while the consumer and the records they point at still exist. The flush can
+     * return while the producer's poll thread is still inside a callback: wait for those too. */
+    pthread_mutex_lock(&c->lock);
+    if (c->in_producer > 0) {
+        struct timespec until;
+        pthread_mutex_unlock(&c->lock);
+        kafka_producer_flush(c->o.producer, 2000);
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 5;
+        pthread_mutex_lock(&c->lock);
+        while (c->in_producer > 0)
+            if (pthread_cond_timedwait(&c->idle_cond, &c->lock, &until) != 0)
+                break;
+        if (c->in_producer > 0)
+            log_error("result or DLQ records still unanswered by the producer at stop",
+                      LOG_I("count", c->in_producer));
+    }
+    pthread_mutex_unlock(&c->lock);
 
     {
         rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 0);
