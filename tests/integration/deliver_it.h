@@ -164,9 +164,9 @@ json_t *dit_result(json_t *list, const char *channel);
 size_t dit_result_count(json_t *list, const char *channel);
 
 /**
- * @brief Check that @p list holds exactly one result for @p channel, and its outcome, reason (exact
- * when @p reason is not NULL, absent when it is
- *        "") and attempts (unchecked when < 0); @p what names it in failure messages.
+ * @brief Check that @p list holds exactly one result for @p channel, with outcome @p outcome,
+ *        reason @p reason (exact; "" means none; NULL leaves it unchecked) and @p attempts
+ *        (unchecked when < 0); @p what names the event in failure messages.
  */
 void dit_check_result(json_t *list, const char *channel, const char *outcome, const char *reason,
                       int attempts, const char *what);
