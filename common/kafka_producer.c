@@ -31,6 +31,7 @@ struct kafka_producer {
     pthread_mutex_t lock;
     struct kafka_pending *head, *tail;
     atomic_long waiting;
+    atomic_int in_callback; /* callbacks running right now (poll thread or a flushing thread) */
 
     pthread_t poll_thread;
     pthread_t health_thread;
@@ -83,8 +84,10 @@ static void kp_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *conf_opa
 
     if (call) {
         struct kafka_ack ack = {m->err, rd_kafka_topic_name(m->rkt), m->partition, m->offset};
+        atomic_fetch_add(&p->in_callback, 1);
         atomic_fetch_sub(&p->waiting, 1);
         k->cb(k->opaque, &ack);
+        atomic_fetch_sub(&p->in_callback, 1);
     } else if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         /* Acknowledged after its deadline: the sender got a 503 and will retry; the record is on
          * the topic once more than needed, which at-least-once allows. */
@@ -135,8 +138,10 @@ static int64_t kp_scan_deadlines(struct kafka_producer *p)
         pthread_mutex_unlock(&p->lock);
 
         struct kafka_ack ack = {RD_KAFKA_RESP_ERR__TIMED_OUT, NULL, -1, -1};
+        atomic_fetch_add(&p->in_callback, 1);
         atomic_fetch_sub(&p->waiting, 1);
         k->cb(k->opaque, &ack); /* k itself stays until its delivery report frees it */
+        atomic_fetch_sub(&p->in_callback, 1);
     }
 }
 
@@ -193,6 +198,7 @@ struct kafka_producer *kafka_producer_new(rd_kafka_conf_t *conf, int ack_timeout
     pthread_mutex_init(&p->health_lock, NULL);
     pthread_cond_init(&p->health_cond, NULL);
     atomic_init(&p->waiting, 0);
+    atomic_init(&p->in_callback, 0);
     atomic_init(&p->running, 1);
     atomic_init(&p->ready, 0);
     atomic_init(&p->fatal, 0);
@@ -320,16 +326,29 @@ rd_kafka_t *kafka_producer_handle(struct kafka_producer *p)
     return p->rk;
 }
 
+/* rd_kafka_flush returns once every report was served, but the poll thread may still be inside
+ * a callback it took: wait for those to finish too. */
+static void kp_wait_callbacks(struct kafka_producer *p)
+{
+    for (int i = 0; i < 5000 && atomic_load(&p->in_callback) > 0; i++) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 int kafka_producer_flush(struct kafka_producer *p, int timeout_ms)
 {
     /* rd_kafka_flush serves delivery reports itself; the poll thread may serve some too. */
     if (rd_kafka_flush(p->rk, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-        rd_kafka_outq_len(p->rk) == 0)
+        rd_kafka_outq_len(p->rk) == 0) {
+        kp_wait_callbacks(p);
         return 0;
+    }
     /* Purged records get their delivery report (an error) from the second flush, so every
      * callback has run when this returns. */
     rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     rd_kafka_flush(p->rk, 1000);
+    kp_wait_callbacks(p);
     return -1;
 }
 

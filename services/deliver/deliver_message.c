@@ -21,6 +21,7 @@ struct msg_state {
     unsigned sent[CHANNEL_COUNT];
     char provider_id[CHANNEL_COUNT][96];
     char error[CHANNEL_COUNT][200];
+    json_t *comm; /* the Communication once read: retries do not read it again */
 };
 
 /* The outcome of one channel in this attempt. */
@@ -248,7 +249,10 @@ static void msg_publish(struct consumer_event *ev, enum deliver_channel ch, cons
 
 static void msg_state_free(void *p)
 {
-    free(p);
+    struct msg_state *st = p;
+    if (st)
+        json_decref(st->comm);
+    free(st);
 }
 
 /* Reads a resource through the Patient cache. @returns a new reference or NULL (err filled). */
@@ -335,9 +339,13 @@ void deliver_message_handle(void *arg, struct consumer_event *ev, struct consume
 
     if (embedded) {
         comm = json_incref(embedded);
+    } else if (m.st->comm) {
+        comm = json_incref(m.st->comm);
     } else if (!(comm = fhir_read(app->fhir, "Communication", comm_id, &ferr))) {
         msg_fhir_failure(out, &ferr);
         return;
+    } else {
+        m.st->comm = json_incref(comm);
     }
     rc = deliver_message_check(comm, patient_id, &m.msg, &reason);
     if (rc != 0) {
