@@ -19,6 +19,8 @@
 #define FHIR_TYPE_MAX   64
 #define FHIR_SECRET_ENC (3 * 1024 + 1) /* an encoded client id or secret (1 KiB raw at most) */
 
+#define FHIR_RENEW_RETRY_MS 1000 /* after a failed renewal, the token in hand serves this long */
+
 struct fhir_client {
     struct http_client *http;
     char *base; /* without trailing slashes */
@@ -30,12 +32,15 @@ struct fhir_client {
 
     /* lock guards the token state. One thread at a time refreshes (refreshing = 1); the others
      * wait on cond until refresh_seq moves and take its outcome, success or failure, so that any
-     * number of waiting callers costs one token request. */
+     * number of waiting callers costs one token request. A caller whose token is only due for
+     * renewal, not expired, does not wait (fhir_token_get). */
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    char *token;         /* NULL until the first success */
-    uint64_t token_gen;  /* bumped with every new token; 0 = none yet */
-    int64_t renew_at_ms; /* monotonic; INT64_MAX when the answer had no expires_in */
+    char *token;               /* NULL until the first success */
+    uint64_t token_gen;        /* bumped with every new token; 0 = none yet */
+    int64_t renew_at_ms;       /* monotonic; INT64_MAX when the answer had no expires_in */
+    int64_t expires_at_ms;     /* when Canvas stops accepting it; INT64_MAX when unknown */
+    int64_t renew_retry_at_ms; /* no renewal attempt before this (set when one failed) */
     int refreshing;
     uint64_t refresh_seq; /* bumped when a refresh attempt ends */
     int refresh_failed;   /* outcome of the last attempt */
@@ -319,10 +324,10 @@ static int fhir_token_valid(const char *t)
     return 1;
 }
 
-/* One token request. @returns 0 with a malloc'd token and its renewal time, or -1 with @p err
- * filled. Called without the lock held. */
+/* One token request. @returns 0 with a malloc'd token, its renewal and expiry times, or -1
+ * with @p err filled. Called without the lock held. */
 static int fhir_token_fetch(struct fhir_client *f, char **token_out, int64_t *renew_at,
-                            struct fhir_error *err)
+                            int64_t *expires_at, struct fhir_error *err)
 {
     static const char *const headers[] = {"Content-Type: application/x-www-form-urlencoded",
                                           "Accept: application/json", NULL};
@@ -411,10 +416,13 @@ static int fhir_token_fetch(struct fhir_client *f, char **token_out, int64_t *re
     }
     /* Counted from when the request left, so the margin is never eaten by the round trip. No
      * expires_in: keep it until Canvas answers 401. */
-    if (expires_in >= 0)
+    if (expires_in >= 0) {
         *renew_at = sent_at + ((int64_t)expires_in - f->margin_s) * 1000;
-    else
+        *expires_at = sent_at + (int64_t)expires_in * 1000;
+    } else {
         *renew_at = INT64_MAX;
+        *expires_at = INT64_MAX;
+    }
     log_debug("Canvas token issued", LOG_I("expires_in", expires_in),
               LOG_I("duration_ms", (long long)(r.total_s * 1000)));
     rc = 0;
@@ -439,6 +447,12 @@ out:
  * then a token of another generation is required. When another thread has already replaced it
  * since, that one is used without a new request; otherwise this thread (or the one already
  * refreshing) fetches one. @returns 0, or -1 with @p err filled by the shared attempt.
+ *
+ * A renewal (rejected_gen 0, inside the margin) is not a reason to stop working: while the
+ * token in hand has not expired, callers go on using it when another thread is renewing it or
+ * when a renewal failed less than FHIR_RENEW_RETRY_MS ago, and a failed renewal falls back on
+ * it. So a token endpoint that is down or slow for less than the margin goes unnoticed, and costs
+ * one token request per FHIR_RENEW_RETRY_MS rather than one per call.
  */
 static int fhir_token_get(struct fhir_client *f, uint64_t rejected_gen, char **out, uint64_t *gen,
                           struct fhir_error *err)
@@ -447,9 +461,13 @@ static int fhir_token_get(struct fhir_client *f, uint64_t rejected_gen, char **o
 
     pthread_mutex_lock(&f->lock);
     for (;;) {
-        if (f->token && f->token_gen != rejected_gen &&
-            (rejected_gen || fhir_now_ms() < f->renew_at_ms))
+        int64_t now = fhir_now_ms();
+        int in_hand = !rejected_gen && f->token && now < f->expires_at_ms;
+
+        if (f->token && f->token_gen != rejected_gen && (rejected_gen || now < f->renew_at_ms))
             break; /* usable */
+        if (in_hand && (f->refreshing || now < f->renew_retry_at_ms))
+            break; /* renewal due, but someone is at it or it just failed: still valid */
         if (f->refreshing) {
             uint64_t seq = f->refresh_seq;
             while (f->refresh_seq == seq)
@@ -468,10 +486,10 @@ static int fhir_token_get(struct fhir_client *f, uint64_t rejected_gen, char **o
         f->refreshing = 1;
         pthread_mutex_unlock(&f->lock);
         char *tok = NULL;
-        int64_t renew_at = 0;
+        int64_t renew_at = 0, expires_at = 0;
         struct fhir_error ferr;
         fhir_error_reset(&ferr);
-        int frc = fhir_token_fetch(f, &tok, &renew_at, &ferr);
+        int frc = fhir_token_fetch(f, &tok, &renew_at, &expires_at, &ferr);
         pthread_mutex_lock(&f->lock);
 
         f->refreshing = 0;
@@ -483,8 +501,13 @@ static int fhir_token_get(struct fhir_client *f, uint64_t rejected_gen, char **o
             f->token = tok;
             f->token_gen++;
             f->renew_at_ms = renew_at;
+            f->expires_at_ms = expires_at;
         }
         pthread_cond_broadcast(&f->cond);
+        if (frc != 0 && in_hand && fhir_now_ms() < f->expires_at_ms) {
+            f->renew_retry_at_ms = fhir_now_ms() + FHIR_RENEW_RETRY_MS;
+            break; /* the renewal failed; the token in hand still works */
+        }
         if (frc != 0) {
             *err = ferr;
             goto out;

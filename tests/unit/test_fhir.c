@@ -570,6 +570,43 @@ static void test_token_expiry(struct http_client *http)
     fhir_client_free(f);
 }
 
+/* A renewal that fails while the token in hand is still valid: the work goes on with that token,
+ * and the endpoint is asked again only after a pause, not on every call. */
+static void test_token_renewal_outage(struct http_client *http)
+{
+    struct fhir_client *f = client_for(http, "/fhir", 60);
+    struct fhir_error err;
+    int t0;
+    json_t *p;
+
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    atomic_store(&fc.expires_in, 61); /* renewal due after one second, valid for a minute */
+    p = fhir_read(f, "Patient", PATIENT_ID, &err);
+    CHECK(p != NULL);
+    json_decref(p);
+    usleep(1100 * 1000);
+    atomic_store(&fc.token_mode, TOKEN_503);
+    t0 = atomic_load(&fc.token_requests);
+    for (int i = 0; i < 5; i++) {
+        p = fhir_read(f, "Patient", PATIENT_ID, &err);
+        CHECK(p != NULL);
+        json_decref(p);
+    }
+    CHECK_INT(atomic_load(&fc.token_requests) - t0, 1); /* one attempt, then a pause */
+    CHECK_INT(read_concurrently(f, PATIENT_ID, 16), 16);
+    CHECK_INT(atomic_load(&fc.token_requests) - t0, 1);
+    usleep(1100 * 1000);
+    atomic_store(&fc.token_mode, TOKEN_OK);
+    p = fhir_read(f, "Patient", PATIENT_ID, &err); /* the pause is over: renewed now */
+    CHECK(p != NULL);
+    json_decref(p);
+    CHECK_INT(atomic_load(&fc.token_requests) - t0, 2);
+    atomic_store(&fc.expires_in, 36000);
+    fhir_client_free(f);
+}
+
 static void test_token_failures(struct http_client *http)
 {
     struct fhir_client *f = client_for(http, "/fhir/", 0); /* trailing slash is fine */
@@ -698,6 +735,7 @@ int main(void)
             fhir_client_free(f);
         }
         test_token_expiry(http);
+        test_token_renewal_outage(http);
         test_token_failures(http);
         test_transport_failure(http);
         http_client_free(http);
