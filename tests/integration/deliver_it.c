@@ -646,8 +646,8 @@ int dit_fleet_parse(const char *comm_id, int *p, int *i)
     unsigned pp, ii;
     char again[40];
 
-    if (!comm_id || sscanf(comm_id, "%8x-0000-4000-8000-%12x", &pp, &ii) != 2 ||
-        pp < 0xf1000000u || pp > 0xf100ffffu)
+    if (!comm_id || sscanf(comm_id, "%8x-0000-4000-8000-%12x", &pp, &ii) != 2 || pp < 0xf1000000u ||
+        pp > 0xf100ffffu)
         return -1;
     dit_fleet_comm((int)(pp - 0xf1000000u), (int)ii, again, sizeof(again));
     if (strcmp(again, comm_id) != 0)
@@ -665,9 +665,9 @@ void dit_fleet_seed(int np, int per)
     snprintf(sender, sizeof(sender), "Practitioner/%s", DIT_MORGAN);
     for (int p = 0; p < np; p++) {
         dit_fleet_patient(p, pid, sizeof(pid));
-        json_array_append_new(all, json_pack("{s:s, s:s, s:b, s:[{s:s}]}", "resourceType",
-                                             "Patient", "id", pid, "active", 1, "name", "text",
-                                             "Fleet Person"));
+        json_array_append_new(all,
+                              json_pack("{s:s, s:s, s:b, s:[{s:s}]}", "resourceType", "Patient",
+                                        "id", pid, "active", 1, "name", "text", "Fleet Person"));
         snprintf(ref, sizeof(ref), "Patient/%s", pid);
         for (int i = 0; i < per; i++) {
             dit_fleet_comm(p, i, cid, sizeof(cid));
@@ -863,4 +863,66 @@ long long dit_wall_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int dit_fleet_distinct(const json_t *ids, int np, int per)
+{
+    char *seen = calloc((size_t)np * (size_t)per + 1, 1);
+    json_t *v;
+    size_t k;
+    int n = 0;
+
+    if (!H_CHECK(dit_h, seen != NULL))
+        return 0;
+    json_array_foreach(ids, k, v)
+    {
+        int p, i;
+        if (dit_fleet_parse(json_string_value(v), &p, &i) == 0 && p < np && i < per &&
+            !seen[p * per + i]) {
+            seen[p * per + i] = 1;
+            n++;
+        }
+    }
+    free(seen);
+    return n;
+}
+
+int dit_fleet_dups_unexpected(const json_t *all, const json_t *before, int np, int per)
+{
+    char *count = calloc((size_t)np * (size_t)per + 1, 1);
+    char *early = calloc((size_t)np * (size_t)per + 1, 1);
+    json_t *v;
+    size_t k;
+    int n = 0;
+
+    if (!H_CHECK(dit_h, count && early)) {
+        free(count);
+        free(early);
+        return 0;
+    }
+    json_array_foreach(before, k, v)
+    {
+        int p, i;
+        if (dit_fleet_parse(json_string_value(v), &p, &i) == 0 && p < np && i < per)
+            early[p * per + i] = 1;
+    }
+    json_array_foreach(all, k, v)
+    {
+        int p, i;
+        if (dit_fleet_parse(json_string_value(v), &p, &i) != 0 || p >= np || i >= per)
+            continue;
+        if (count[p * per + i] < 2)
+            count[p * per + i]++;
+        if (count[p * per + i] == 2 && !early[p * per + i]) {
+            count[p * per + i] = 3; /* counted once */
+            if (n++ < 3)
+                H_FAIL(dit_h,
+                       "message %d of patient %d was delivered twice, not having been "
+                       "delivered before the fault",
+                       i, p);
+        }
+    }
+    free(early);
+    free(count);
+    return n;
 }

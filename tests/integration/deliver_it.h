@@ -253,6 +253,16 @@ int dit_fleet_check_results(json_t *map, int p0, int np, int i0, int ni, const c
  */
 long long dit_fleet_wait(long long since, int p0, int np, int i0, int ni, int timeout_ms);
 
+/** @returns how many distinct messages of patients 0..@p np-1 (0..@p per-1 each) @p ids holds. */
+int dit_fleet_distinct(const json_t *ids, int np, int per);
+
+/**
+ * @brief Check that every message @p all (dit_webhook_ids) holds more than once is one that
+ *        @p before (the same, taken when the fault struck) holds: at-least-once repeats only of
+ *        what was delivered before it. @returns how many were not (each a failed check).
+ */
+int dit_fleet_dups_unexpected(const json_t *all, const json_t *before, int np, int per);
+
 /** @returns the wall clock in ms since the epoch (comparable with dit_req_ms). */
 long long dit_wall_ms(void);
 
