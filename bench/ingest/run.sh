@@ -178,8 +178,10 @@ rows=()
 cpu_lines=()
 declare -A best_rps
 check_lines=()
-for cfg in $configs; do
-  for c in $conns_list; do
+# Kafka and ceiling back to back for each connection count, so that each pair (and its ratio)
+# sees the same conditions on a shared machine.
+for c in $conns_list; do
+  for cfg in $configs; do
     echo "--- $cfg, $c connections" >&2
     start_stack "$cfg"
     rm -f "$state/rss.max"
@@ -230,7 +232,9 @@ for cfg in $configs; do
     rows+=("| $label | pm-loadgen, signed | $c | $rps | $(ms "$(field "$res" p50_us)") | $(ms "$(field "$res" p99_us)") | $(ms "$(field "$res" p999_us)") | $(ms "$(field "$res" max_us)") | $(field "$res" non2xx) | $((hwm / 1024)) MiB (sampled max VmRSS $((rss_max / 1024)) MiB) |")
     best_rps["$cfg,$c"]=$rps
   done
+done
 
+for cfg in $configs; do
   if [ "$run_wrk" = 1 ] && command -v wrk >/dev/null; then
     echo "--- $cfg, wrk $wrk_conns connections" >&2
     start_stack "$cfg"
