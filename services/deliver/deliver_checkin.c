@@ -7,11 +7,27 @@
 #include "timefmt.h"
 
 #include <stdarg.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define CODE_MAX 256 /* longest questionnaire code looked up (URL-encoded three times over) */
+
+
+/* A code or linkId as it may appear in an error (and so in logs, the DLQ and results): codes
+ * and linkIds of a Questionnaire look like "LA33-6" or a UUID; anything else the sender put
+ * there could be free text (PHI), so it is not quoted. */
+static const char *ck_quotable(const char *s)
+{
+    size_t n = 0;
+    if (!s)
+        return "(none)";
+    for (const char *p = s; *p; p++, n++)
+        if (n >= 64 || !(isalnum((unsigned char)*p) || strchr("-._:", *p)))
+            return "(a value that is not shown)";
+    return n ? s : "(empty)";
+}
 
 static void ck_err(char *errstr, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -274,13 +290,14 @@ static int ck_apply(struct ck_question *q, const json_t *a, size_t i, const char
         size_t k;
 
         if (!coding) {
-            ck_err(errstr, errlen, "%s: code %s is not an option", who, code);
+            ck_err(errstr, errlen, "%s: code %s is not an option", who, ck_quotable(code));
             goto out;
         }
         json_array_foreach(q->answer, k, prev)
         {
             if (json_equal(json_object_get(prev, "valueCoding"), coding)) {
-                ck_err(errstr, errlen, "%s: code %s was already given by answers[%zu]", who, code,
+                ck_err(errstr, errlen, "%s: code %s was already given by answers[%zu]", who,
+                       ck_quotable(code),
                        q->first_answer);
                 json_decref(coding);
                 goto out;
@@ -335,8 +352,8 @@ json_t *deliver_checkin_map(const json_t *data, const json_t *questionnaire, con
         long at;
 
         /* The question as the event named it: linkIds and codes are the clinic's form. */
-        snprintf(who, sizeof(who), "answers[%zu] (%s %.100s)", i,
-                 link_id ? "link_id" : "question_code", link_id ? link_id : code);
+        snprintf(who, sizeof(who), "answers[%zu] (%s %s)", i,
+                 link_id ? "link_id" : "question_code", ck_quotable(link_id ? link_id : code));
         at = ck_find(items, link_id, code, qid, who, errstr, errlen);
         if (at < 0 || ck_apply(&qs[at], a, i, who, errstr, errlen) != 0)
             goto out;
