@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,16 +19,41 @@
 
 #define HTTP_MAX_HEADERS 8
 
+/*
+ * Slow clients. libmicrohttpd's connection timeout counts inactivity only: a client sending one
+ * byte a second (slowloris) is never idle, so it would hold its connection (and a slot of
+ * conn_limit) for as long as it likes. A watchdog thread therefore gives every request
+ * conn_timeout_s to arrive complete, counted from the connection's start or from the previous
+ * answer on it, and shuts down the socket of one that is late (libmicrohttpd then closes the
+ * connection as if the client had gone). Once the handler runs the request is no longer timed:
+ * a request suspended while waiting for Kafka is never cut.
+ */
+struct http_conn {
+    struct http_conn *prev, *next;
+    int fd;
+    int64_t since_us; /* when the current request's time to arrive began */
+    int reading;      /* 1 while a request is still arriving (timed), 0 once its handler ran */
+    int cut;          /* shut down by the watchdog */
+};
+
 struct http_server {
     struct MHD_Daemon *daemon;
     struct http_server_options opts;
     unsigned port;
     atomic_long active;
+
+    pthread_mutex_t conns_lock; /* guards conns and every http_conn's fields */
+    pthread_cond_t conns_cond;  /* wakes the watchdog for stopping */
+    struct http_conn *conns;
+    pthread_t watchdog;
+    int watchdog_running;
+    int stopping;
 };
 
 struct http_request {
     struct http_server *srv;
     struct MHD_Connection *conn;
+    struct http_conn *hc; /* the watchdog's entry for conn; NULL when untracked */
     const struct http_route *route;
     const char *method; /* MHD's; valid until completion */
     const char *path;
@@ -47,6 +73,7 @@ struct http_request {
 
     int handler_called; /* the route handler ran (a later call is a resume) */
     int queued;         /* a response went to MHD: ignore anything that follows */
+    int too_large;      /* the body grew past max_body_bytes: the rest is dropped, then 413 */
 
     void *user;
     void (*user_free)(void *);
@@ -57,6 +84,85 @@ static int64_t http_now_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* --- slow clients (see struct http_conn) --- */
+
+/* Marks @p hc as reading a new request from now on (@p reading 1) or as done reading (0). */
+static void http_conn_mark(struct http_server *srv, struct http_conn *hc, int reading)
+{
+    if (!hc)
+        return;
+    pthread_mutex_lock(&srv->conns_lock);
+    hc->reading = reading;
+    hc->since_us = http_now_us();
+    pthread_mutex_unlock(&srv->conns_lock);
+}
+
+static void http_notify_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                                   enum MHD_ConnectionNotificationCode code)
+{
+    struct http_server *srv = cls;
+    struct http_conn *hc = *socket_context;
+
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        hc = ci ? calloc(1, sizeof(*hc)) : NULL;
+        if (!hc)
+            return; /* untracked: libmicrohttpd's idle timeout still applies */
+        hc->fd = ci->connect_fd;
+        hc->since_us = http_now_us();
+        hc->reading = 1;
+        pthread_mutex_lock(&srv->conns_lock);
+        hc->next = srv->conns;
+        if (srv->conns)
+            srv->conns->prev = hc;
+        srv->conns = hc;
+        pthread_mutex_unlock(&srv->conns_lock);
+        *socket_context = hc;
+        return;
+    }
+    if (!hc)
+        return;
+    /* Closed: unlinked before libmicrohttpd closes the fd, so the watchdog (which shuts sockets
+     * down only under conns_lock) can never touch a reused descriptor. */
+    pthread_mutex_lock(&srv->conns_lock);
+    if (hc->prev)
+        hc->prev->next = hc->next;
+    else
+        srv->conns = hc->next;
+    if (hc->next)
+        hc->next->prev = hc->prev;
+    pthread_mutex_unlock(&srv->conns_lock);
+    free(hc);
+    *socket_context = NULL;
+}
+
+static void *http_watchdog_main(void *arg)
+{
+    struct http_server *srv = arg;
+    int64_t limit_us = (int64_t)srv->opts.conn_timeout_s * 1000000;
+    int64_t tick_us = limit_us / 8 < 250000 ? limit_us / 8 : 250000;
+
+    pthread_mutex_lock(&srv->conns_lock);
+    while (!srv->stopping) {
+        int64_t now = http_now_us();
+        struct timespec until;
+        for (struct http_conn *hc = srv->conns; hc; hc = hc->next) {
+            if (hc->reading && !hc->cut && now - hc->since_us > limit_us) {
+                shutdown(hc->fd, SHUT_RDWR);
+                hc->cut = 1;
+            }
+        }
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += (long)(tick_us % 1000000) * 1000;
+        until.tv_sec += (time_t)(tick_us / 1000000) + until.tv_nsec / 1000000000;
+        until.tv_nsec %= 1000000000;
+        pthread_cond_timedwait(&srv->conns_cond, &srv->conns_lock, &until);
+    }
+    pthread_mutex_unlock(&srv->conns_lock);
+    return NULL;
 }
 
 /* --- response building --- */
@@ -377,6 +483,11 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
         req->method = method;
         req->path = url;
         req->start_us = http_now_us();
+        {
+            const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+            req->hc = ci ? ci->socket_context : NULL;
+        }
         *con_cls = req;
         atomic_fetch_add(&srv->active, 1);
         return http_request_begin(srv, req);
@@ -388,20 +499,30 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
     }
 
     if (*upload_data_size) {
-        if (req->route->read_body &&
+        if (req->route->read_body && !req->too_large &&
             http_body_append(req, upload_data, *upload_data_size) != 0) {
-            *upload_data_size = 0;
-            http_payload_too_large(req);
-            return http_queue(req);
+            /* Only a chunked upload gets here (a Content-Length over the limit was answered
+             * before the body). libmicrohttpd takes a response only before the body or after
+             * all of it, so the buffer goes now, the rest is read and dropped, and the 413
+             * follows the last chunk; the slow-client watchdog cuts one that never ends. */
+            req->too_large = 1;
+            free(req->body);
+            req->body = NULL;
+            req->body_len = req->body_cap = 0;
         }
         *upload_data_size = 0;
         return MHD_YES;
+    }
+    if (req->too_large) {
+        http_payload_too_large(req);
+        return http_queue(req);
     }
 
     if (req->handler_called) /* resumed: the response was set by whoever resumed us */
         return http_queue(req);
 
     req->handler_called = 1;
+    http_conn_mark(srv, req->hc, 0); /* all of it arrived in time */
     switch (req->route->fn(req, srv->opts.app)) {
     case HTTP_HANDLED:
         return http_queue(req);
@@ -424,6 +545,7 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
 
     if (!req)
         return;
+    http_conn_mark(srv, req->hc, 1); /* the next request on this connection starts its clock */
     if (srv->opts.on_complete)
         srv->opts.on_complete(req, srv->opts.app);
     if (req->user_free)
@@ -461,7 +583,11 @@ struct http_server *http_server_start(const struct http_server_options *opts, ch
         return NULL;
     }
     srv->opts = *opts;
+    if (!srv->opts.conn_timeout_s)
+        srv->opts.conn_timeout_s = 30;
     atomic_init(&srv->active, 0);
+    pthread_mutex_init(&srv->conns_lock, NULL);
+    pthread_cond_init(&srv->conns_cond, NULL);
     if (!host || !*host)
         host = "0.0.0.0";
 
@@ -473,8 +599,7 @@ struct http_server *http_server_start(const struct http_server_options *opts, ch
     rc = getaddrinfo(host, portstr, &hints, &ai);
     if (rc != 0 || !ai) {
         snprintf(errstr, errlen, "cannot resolve listen address %s: %s", host, gai_strerror(rc));
-        free(srv);
-        return NULL;
+        goto fail;
     }
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
@@ -488,20 +613,31 @@ struct http_server *http_server_start(const struct http_server_options *opts, ch
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, http_access, srv, MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL,
         MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_NOTIFY_COMPLETED, http_completed, srv, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)(opts->conn_timeout_s ? opts->conn_timeout_s : 30),
+        MHD_OPTION_NOTIFY_COMPLETED, http_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,
+        http_notify_connection, srv, MHD_OPTION_CONNECTION_TIMEOUT, srv->opts.conn_timeout_s,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)(opts->conn_limit ? opts->conn_limit : 1024),
         MHD_OPTION_ARRAY, pool, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!srv->daemon) {
         snprintf(errstr, errlen, "cannot listen on %s:%u (address in use or not permitted?)", host,
                  opts->port);
-        free(srv);
-        return NULL;
+        goto fail;
     }
+    if (pthread_create(&srv->watchdog, NULL, http_watchdog_main, srv) != 0) {
+        snprintf(errstr, errlen, "cannot start the slow-client watchdog thread");
+        MHD_stop_daemon(srv->daemon);
+        goto fail;
+    }
+    srv->watchdog_running = 1;
     info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
     srv->port = info ? info->port : opts->port;
     return srv;
+
+fail:
+    pthread_cond_destroy(&srv->conns_cond);
+    pthread_mutex_destroy(&srv->conns_lock);
+    free(srv);
+    return NULL;
 }
 
 unsigned http_server_port(const struct http_server *srv)
@@ -525,6 +661,15 @@ void http_server_stop(struct http_server *srv)
 {
     if (!srv)
         return;
-    MHD_stop_daemon(srv->daemon);
+    if (srv->watchdog_running) {
+        pthread_mutex_lock(&srv->conns_lock);
+        srv->stopping = 1;
+        pthread_cond_signal(&srv->conns_cond);
+        pthread_mutex_unlock(&srv->conns_lock);
+        pthread_join(srv->watchdog, NULL);
+    }
+    MHD_stop_daemon(srv->daemon); /* closes what is left; each close unlinks its http_conn */
+    pthread_cond_destroy(&srv->conns_cond);
+    pthread_mutex_destroy(&srv->conns_lock);
     free(srv);
 }
