@@ -281,6 +281,9 @@ static void ingest_on_ack(void *opaque, const struct kafka_ack *ack)
             /* The broker's limit is lower than ours: retrying cannot help. */
             respond_problem(req, 413, "urn:pm:problem:payload-too-large",
                             "Kafka refused the event as too large", NULL);
+        else if (ack->err > 0) /* the broker refused it (authorisation, validation): no timeout */
+            respond_unavailable(req, "urn:pm:problem:kafka-unavailable",
+                                "Kafka refused the event; it was not accepted", r->retry_after);
         else
             respond_unavailable(req, "urn:pm:problem:kafka-unavailable",
                                 "Kafka did not acknowledge the event in time; it was not accepted",
