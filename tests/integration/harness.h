@@ -322,4 +322,41 @@ int harness_kafka_produce(const char *bootstrap, const struct harness_kafka_prod
 int harness_kafka_partition_count(const char *bootstrap, const char *topic, int timeout_ms,
                                   char *errstr, size_t errlen);
 
+/* ---- raw TCP (harness_socket.c) ---------------------------------------------------------- */
+
+/* For requests curl cannot express: raw NUL bytes, headers sent one byte at a time, chunked
+ * uploads past a limit, connections that never send anything. Every wait is bounded. */
+
+/** @brief Connect to 127.0.0.1:@p port within @p timeout_ms (TCP_NODELAY). @returns fd or -1. */
+int harness_sock_connect(int port, int timeout_ms);
+
+/** @brief Send all @p len bytes. @returns 0, or -1 when the peer closed or reset. */
+int harness_sock_send(int fd, const void *data, size_t len);
+
+/** @brief harness_sock_send of a NUL-terminated string. */
+int harness_sock_send_str(int fd, const char *s);
+
+/**
+ * @brief Wait up to @p timeout_ms for the peer to close the connection (EOF or reset); anything
+ *        it sends meanwhile is read and dropped.
+ * @returns 1 when it closed, 0 when it was still open at the deadline.
+ */
+int harness_sock_closed(int fd, int timeout_ms);
+
+/**
+ * @brief Read one HTTP/1.1 response (body by Content-Length, else until close) within
+ *        @p timeout_ms into @p resp (as harness_http fills it; free with
+ *        harness_http_response_free).
+ * @returns 0, or -1 with resp->status 0 and a reason in resp->error.
+ */
+int harness_sock_response(int fd, int timeout_ms, struct harness_http_response *resp);
+
+/**
+ * @brief Connect, send the raw @p request bytes, read the response, close. A server that answers
+ *        and closes before the whole request was sent still has its answer read.
+ * @returns 0 when a response arrived, -1 otherwise (reason in resp->error).
+ */
+int harness_sock_request(int port, const void *request, size_t len, int timeout_ms,
+                         struct harness_http_response *resp);
+
 #endif
