@@ -9,14 +9,14 @@
 json_t *cloudevent_new(const char *id, const char *source, const char *type, const char *time,
                        const char *subject, json_t *data)
 {
-    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s*, s:s, s:o}", "specversion", "1.0",
-                           "id", id, "source", source, "type", type, "time", time, "subject",
-                           subject, "datacontenttype", "application/json", "data", data);
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s*, s:s, s:o}", "specversion", "1.0", "id",
+                           id, "source", source, "type", type, "time", time, "subject", subject,
+                           "datacontenttype", "application/json", "data", data);
     return ev; /* json_pack's "o" steals data even when packing fails */
 }
 
-static const char *ce_str(json_t *root, const char *name, int required, char *errstr,
-                          size_t errlen, int *bad)
+static const char *ce_str(json_t *root, const char *name, int required, char *errstr, size_t errlen,
+                          int *bad)
 {
     json_t *v = json_object_get(root, name);
     if (!v) {

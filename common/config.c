@@ -157,8 +157,7 @@ int config_bool(const char *name, int def, struct config_report *r)
         return def;
     if (!strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on"))
         return 1;
-    if (!strcmp(v, "0") || !strcasecmp(v, "false") || !strcasecmp(v, "no") ||
-        !strcasecmp(v, "off"))
+    if (!strcmp(v, "0") || !strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcasecmp(v, "off"))
         return 0;
     config_report_add(r, "%s: '%s' is not a boolean (use 1 or 0)", name, v);
     return def;

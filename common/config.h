@@ -1,4 +1,5 @@
-/* Configuration from the environment: typed getters, X_FILE secrets, --help/--version/--check-config. */
+/* Configuration from the environment: typed getters, X_FILE secrets,
+ * --help/--version/--check-config. */
 #ifndef PM_CONFIG_H
 #define PM_CONFIG_H
 
@@ -65,7 +66,12 @@ void config_list_free(char **items, size_t n);
 int config_parse_listen(const char *value, char *host, size_t hostlen, unsigned *port, char *errstr,
                         size_t errlen);
 
-enum config_mode { CONFIG_MODE_RUN, CONFIG_MODE_CHECK, CONFIG_MODE_EXIT_OK, CONFIG_MODE_EXIT_USAGE };
+enum config_mode {
+    CONFIG_MODE_RUN,
+    CONFIG_MODE_CHECK,
+    CONFIG_MODE_EXIT_OK,
+    CONFIG_MODE_EXIT_USAGE
+};
 
 /**
  * @brief Handle the command line every binary shares: --help (prints @p summary and every

@@ -1,4 +1,5 @@
-/* Consumer runtime: group membership, at-least-once offsets, per-key order, retries, DLQ, results. */
+/* Consumer runtime: group membership, at-least-once offsets, per-key order, retries, DLQ, results.
+ */
 #include "consumer.h"
 
 #include "kafka_conf.h"
@@ -59,7 +60,7 @@ struct cr_record {
 
 struct cr_keyq {
     struct cr_keyq *hnext;
-    int dropping;              /* its waiting head was dropped: freed after the sweep */
+    int dropping; /* its waiting head was dropped: freed after the sweep */
     uint64_t hash;
     struct cr_partition *part;
     struct cr_record *head, *tail;
@@ -116,7 +117,7 @@ struct consumer {
     struct cr_keyq *backoff;
     struct cr_send *resend;
     int in_flight;
-    int buffered; /* live records: not finished (waiting, running, retrying, acks) */
+    int buffered;  /* live records: not finished (waiting, running, retrying, acks) */
     long trailing; /* finished records whose offset waits behind an unfinished one */
     int pending_acks;
     int in_producer; /* sends handed to the producer whose callback has not finished */
@@ -439,9 +440,9 @@ void consumer_publish_result(struct consumer_event *ev, const char *kind, const 
         log_error("consumer_publish_result without a results topic", LOG_S("event_id", ev->ce->id));
         return;
     }
-    data = json_pack("{s:s, s:s, s:s, s:s, s:s*, s:s*, s:i}", "source_event_id", ev->ce->id,
-                     "kind", kind, "channel", channel, "outcome", outcome, "reason", reason,
-                     "provider_id", provider_id, "attempts", ev->attempt);
+    data = json_pack("{s:s, s:s, s:s, s:s, s:s*, s:s*, s:i}", "source_event_id", ev->ce->id, "kind",
+                     kind, "channel", channel, "outcome", outcome, "reason", reason, "provider_id",
+                     provider_id, "attempts", ev->attempt);
     /* A stable id per source event and channel lets readers drop at-least-once repeats. */
     snprintf(id, sizeof(id), "%s:%s", ev->ce->id, channel);
     timefmt_now_ms(now, sizeof(now));
@@ -589,8 +590,8 @@ static void cr_run(struct consumer *c, struct cr_record *rec)
         }
     } else {
         if (!dead_class)
-            metrics_inc(metrics_series2(c->m_events, cr_type_label(rec),
-                                        out.label ? out.label : "done"));
+            metrics_inc(
+                metrics_series2(c->m_events, cr_type_label(rec), out.label ? out.label : "done"));
         rec->handler_done = 1;
         rec->state = CR_ACKS;
         if (rec->pending_acks == 0)
@@ -880,7 +881,8 @@ static void cr_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         }
         if (cr_running_in_revoked(c) > 0)
             log_warn("revoked partitions still had records in progress; the next owner will "
-                     "handle them again", LOG_I("count", cr_running_in_revoked(c)));
+                     "handle them again",
+                     LOG_I("count", cr_running_in_revoked(c)));
     }
     pthread_mutex_unlock(&c->lock);
 
@@ -910,8 +912,7 @@ static void cr_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaqu
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char buf[200];
         rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, buf, sizeof(buf));
-        snprintf(c->fatal_reason, sizeof(c->fatal_reason), "%s: %s", rd_kafka_err2name(orig),
-                 buf);
+        snprintf(c->fatal_reason, sizeof(c->fatal_reason), "%s: %s", rd_kafka_err2name(orig), buf);
         atomic_store(&c->fatal, 1);
         log_error("fatal Kafka consumer error", LOG_S("kafka_error", rd_kafka_err2name(orig)),
                   LOG_S("error", buf));
@@ -1021,9 +1022,9 @@ static void cr_metrics_init(struct consumer *c)
     if (!m)
         return;
     snprintf(name, sizeof(name), "%s_events_total", px);
-    c->m_events = metrics_family_new(m, METRICS_COUNTER, name,
-                                     "records finished, by event type and outcome", type_outcome,
-                                     NULL, 0);
+    c->m_events =
+        metrics_family_new(m, METRICS_COUNTER, name, "records finished, by event type and outcome",
+                           type_outcome, NULL, 0);
     snprintf(name, sizeof(name), "%s_retries_total", px);
     c->m_retries = metrics_family_new(m, METRICS_COUNTER, name,
                                       "handler attempts that will be retried", type, NULL, 0);
@@ -1031,16 +1032,15 @@ static void cr_metrics_init(struct consumer *c)
     c->m_dlq = metrics_family_new(m, METRICS_COUNTER, name, "records sent to the DLQ, by class",
                                   cls, NULL, 0);
     snprintf(name, sizeof(name), "%s_handler_duration_seconds", px);
-    c->m_duration = metrics_family_new(m, METRICS_HISTOGRAM, name,
-                                       "time one handler attempt took", type,
-                                       metrics_duration_buckets, metrics_duration_nbuckets);
+    c->m_duration = metrics_family_new(m, METRICS_HISTOGRAM, name, "time one handler attempt took",
+                                       type, metrics_duration_buckets, metrics_duration_nbuckets);
     snprintf(name, sizeof(name), "%s_in_flight", px);
     c->m_in_flight = metrics_series0(
         metrics_family_new(m, METRICS_GAUGE, name, "records being handled now", NULL, NULL, 0));
     snprintf(name, sizeof(name), "%s_buffered", px);
-    c->m_buffered = metrics_series0(metrics_family_new(
-        m, METRICS_GAUGE, name, "records held in memory (handled, waiting or retrying)", NULL,
-        NULL, 0));
+    c->m_buffered = metrics_series0(
+        metrics_family_new(m, METRICS_GAUGE, name,
+                           "records held in memory (handled, waiting or retrying)", NULL, NULL, 0));
 }
 
 struct consumer *consumer_start(struct consumer_options *opts, char *errstr, size_t errlen)

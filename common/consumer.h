@@ -1,4 +1,5 @@
-/* Consumer runtime: group membership, at-least-once offsets, per-key order, retries, DLQ, results. */
+/* Consumer runtime: group membership, at-least-once offsets, per-key order, retries, DLQ, results.
+ */
 #ifndef PM_CONSUMER_H
 #define PM_CONSUMER_H
 
@@ -16,7 +17,7 @@ struct consumer_event {
     const char *topic;
     int32_t partition;
     int64_t offset;
-    const char *key; /* NUL-terminated copy of the record key ("" when none) */
+    const char *key;             /* NUL-terminated copy of the record key ("" when none) */
     const struct cloudevent *ce; /* the decoded CloudEvent */
     int attempt;                 /* 1 on the first call, 2 on the first retry, ... */
     /* Handler-owned state kept across retries of this record (e.g. which channels already
@@ -37,9 +38,9 @@ enum consumer_verdict {
 
 struct consumer_outcome {
     enum consumer_verdict verdict;
-    long retry_after_ms;   /* with CONSUMER_RETRY: the server's Retry-After, -1 when none */
-    const char *label;     /* metrics outcome with CONSUMER_DONE: "delivered", "skipped", ... */
-    char error[512];       /* pm-error for the DLQ and logs: ids and reasons, never PHI */
+    long retry_after_ms; /* with CONSUMER_RETRY: the server's Retry-After, -1 when none */
+    const char *label;   /* metrics outcome with CONSUMER_DONE: "delivered", "skipped", ... */
+    char error[512];     /* pm-error for the DLQ and logs: ids and reasons, never PHI */
 };
 
 typedef void(consumer_handler_fn)(void *app, struct consumer_event *ev,
@@ -58,9 +59,9 @@ struct consumer_handler {
 };
 
 struct consumer_options {
-    rd_kafka_conf_t *conf;       /* consumed; from kafka_conf_build */
+    rd_kafka_conf_t *conf; /* consumed; from kafka_conf_build */
     const char *group_id;
-    const char *const *topics;   /* NULL-terminated */
+    const char *const *topics;       /* NULL-terminated */
     struct kafka_producer *producer; /* shared, for the DLQ and results; borrowed */
     const char *dlq_topic;
     const char *results_topic;  /* may be NULL when the handlers never publish results */
@@ -68,12 +69,12 @@ struct consumer_options {
     const struct consumer_handler *handlers;
     size_t nhandlers;
     void *app;
-    int max_in_flight;    /* records handled at once, each of a different key */
-    long retry_base_ms;   /* backoff: random(0, min(max, base * 2^(attempt-1))) */
+    int max_in_flight;  /* records handled at once, each of a different key */
+    long retry_base_ms; /* backoff: random(0, min(max, base * 2^(attempt-1))) */
     long retry_max_ms;
     long retry_deadline_ms; /* from the first attempt; then DLQ with class "exhausted" */
-    int max_buffered;     /* records held in memory before partitions are paused; 0 = 16 x in-flight */
-    long drain_timeout_ms; /* how long stop waits for records in progress */
+    int max_buffered; /* records held in memory before partitions are paused; 0 = 16 x in-flight */
+    long drain_timeout_ms;            /* how long stop waits for records in progress */
     struct metrics_registry *metrics; /* optional */
     const char *metrics_prefix;       /* e.g. "pm_deliver" */
 };

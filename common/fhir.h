@@ -25,10 +25,10 @@ enum fhir_error_kind {
 
 struct fhir_error {
     enum fhir_error_kind kind;
-    long status;          /* HTTP status, 0 for transport failures */
-    long retry_after_ms;  /* from Retry-After, -1 when none */
+    long status;             /* HTTP status, 0 for transport failures */
+    long retry_after_ms;     /* from Retry-After, -1 when none */
     char correlation_id[80]; /* Canvas's fumage-correlation-id of the failed answer */
-    char message[512];    /* "<METHOD> <Type>: <status> <OperationOutcome text>" — no PHI */
+    char message[512];       /* "<METHOD> <Type>: <status> <OperationOutcome text>" — no PHI */
 };
 
 /**

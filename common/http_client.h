@@ -25,22 +25,22 @@ struct http_call {
     const char *const *headers; /* NULL-terminated "Name: value" lines, or NULL */
     const char *body;           /* may be NULL */
     size_t body_len;
-    const char *basic_user;     /* HTTP Basic auth when not NULL (Twilio) */
+    const char *basic_user; /* HTTP Basic auth when not NULL (Twilio) */
     const char *basic_password;
-    long timeout_ms;            /* 0 = the client's default */
-    const char *target;         /* metrics label: "canvas-fhir", "canvas-token", "webhook", ... */
+    long timeout_ms;    /* 0 = the client's default */
+    const char *target; /* metrics label: "canvas-fhir", "canvas-token", "webhook", ... */
 };
 
 /* The answer. status 0 means no HTTP answer: see curl_code / error. */
 struct http_reply {
     long status;
-    int curl_code;      /* CURLcode; 0 when an HTTP answer arrived */
-    int timed_out;      /* curl_code was a timeout */
-    char error[256];    /* curl's message for transport failures (no request data in it) */
-    char *body;         /* NUL-terminated (malloc'd), may be empty */
+    int curl_code;   /* CURLcode; 0 when an HTTP answer arrived */
+    int timed_out;   /* curl_code was a timeout */
+    char error[256]; /* curl's message for transport failures (no request data in it) */
+    char *body;      /* NUL-terminated (malloc'd), may be empty */
     size_t body_len;
-    char *headers;      /* raw header block of the final answer (malloc'd) */
-    double total_s;     /* time the exchange took */
+    char *headers;        /* raw header block of the final answer (malloc'd) */
+    double total_s;       /* time the exchange took */
     long new_connections; /* connections this call opened (0 when it reused a cached one) */
 };
 

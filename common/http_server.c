@@ -1,4 +1,5 @@
-/* libmicrohttpd server helper: route table, capped body buffer, per-request context, suspend/resume. */
+/* libmicrohttpd server helper: route table, capped body buffer, per-request context,
+ * suspend/resume. */
 #include "http_server.h"
 
 #include "log.h"
@@ -190,8 +191,8 @@ void http_respond_header(struct http_request *req, const char *name, const char 
     req->nhdr++;
 }
 
-void http_respond(struct http_request *req, int status, const char *content_type,
-                  const char *body, size_t len)
+void http_respond(struct http_request *req, int status, const char *content_type, const char *body,
+                  size_t len)
 {
     free(req->resp_body);
     req->resp_body = NULL;
@@ -377,8 +378,8 @@ static const struct http_route *http_route_find(const struct http_server *srv, c
 /* Content-Length, when present and well-formed; -1 otherwise. */
 static long long http_content_length(struct MHD_Connection *conn)
 {
-    const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *v =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     char *end;
     long long n;
     if (!v || !*v)
@@ -434,8 +435,7 @@ static enum MHD_Result http_request_begin(struct http_server *srv, struct http_r
                                         "this method is not allowed on this path");
             http_respond_header(req, "Allow", allow);
         } else {
-            http_respond_simple_problem(req, 404, "urn:pm:problem:not-found",
-                                        "no such route");
+            http_respond_simple_problem(req, 404, "urn:pm:problem:not-found", "no such route");
         }
         return http_queue(req);
     }
@@ -466,9 +466,8 @@ static enum MHD_Result http_request_begin(struct http_server *srv, struct http_r
 }
 
 static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *url,
-                                   const char *method, const char *version,
-                                   const char *upload_data, size_t *upload_data_size,
-                                   void **con_cls)
+                                   const char *method, const char *version, const char *upload_data,
+                                   size_t *upload_data_size, void **con_cls)
 {
     struct http_server *srv = cls;
     struct http_request *req = *con_cls;
@@ -607,16 +606,16 @@ struct http_server *http_server_start(const struct http_server_options *opts, ch
     /* A thread pool only when asked for: libmicrohttpd warns about a pool of one. */
     struct MHD_OptionItem pool[2] = {{MHD_OPTION_END, 0, NULL}, {MHD_OPTION_END, 0, NULL}};
     if (opts->threads > 1)
-        pool[0] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)opts->threads,
-                                          NULL};
+        pool[0] =
+            (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)opts->threads, NULL};
 
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, http_access, srv, MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL,
-        MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_NOTIFY_COMPLETED, http_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,
-        http_notify_connection, srv, MHD_OPTION_CONNECTION_TIMEOUT, srv->opts.conn_timeout_s,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)(opts->conn_limit ? opts->conn_limit : 1024),
-        MHD_OPTION_ARRAY, pool, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, http_completed, srv,
+        MHD_OPTION_NOTIFY_CONNECTION, http_notify_connection, srv, MHD_OPTION_CONNECTION_TIMEOUT,
+        srv->opts.conn_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)(opts->conn_limit ? opts->conn_limit : 1024), MHD_OPTION_ARRAY, pool,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!srv->daemon) {
         snprintf(errstr, errlen, "cannot listen on %s:%u (address in use or not permitted?)", host,

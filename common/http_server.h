@@ -1,4 +1,5 @@
-/* HTTP server helper over libmicrohttpd: route table, capped body, per-request context, suspend/resume. */
+/* HTTP server helper over libmicrohttpd: route table, capped body, per-request context,
+ * suspend/resume. */
 #ifndef PM_HTTP_SERVER_H
 #define PM_HTTP_SERVER_H
 
@@ -22,7 +23,7 @@ struct http_route {
     const char *method; /* "GET", "POST", ... */
     const char *path;   /* exact path, or a prefix when it ends in a star: "/Patient/" + star */
     http_handler_fn fn;
-    int read_body; /* 1: the body is buffered (up to max_body_bytes) before fn is called */
+    int read_body;    /* 1: the body is buffered (up to max_body_bytes) before fn is called */
     const char *name; /* label for metrics and logs; the path when NULL */
 };
 
@@ -30,9 +31,10 @@ struct http_server_options {
     const char *host; /* bind address; NULL or "" or "0.0.0.0" = all IPv4 addresses */
     unsigned port;    /* 0 = any free port (see http_server_port) */
     size_t max_body_bytes;
-    unsigned conn_timeout_s; /* idle/slow connections are closed after this; suspended ones are not */
-    unsigned conn_limit;     /* concurrent connections; more are refused */
-    unsigned threads;        /* worker threads (epoll each); 0 = 1 */
+    unsigned
+        conn_timeout_s;  /* idle/slow connections are closed after this; suspended ones are not */
+    unsigned conn_limit; /* concurrent connections; more are refused */
+    unsigned threads;    /* worker threads (epoll each); 0 = 1 */
     const struct http_route *routes;
     size_t nroutes;
     void *app; /* passed to every handler and hook */
@@ -85,8 +87,8 @@ void *http_request_user(const struct http_request *req);
 /** @brief Add a response header (up to 8 per request). */
 void http_respond_header(struct http_request *req, const char *name, const char *value);
 /** @brief Set status, content type and body (copied). */
-void http_respond(struct http_request *req, int status, const char *content_type,
-                  const char *body, size_t len);
+void http_respond(struct http_request *req, int status, const char *content_type, const char *body,
+                  size_t len);
 /** @brief Set status and a JSON body (serialised compactly; @p body is not consumed). */
 void http_respond_json(struct http_request *req, int status, const json_t *body);
 /** @brief Set an RFC 9457 problem document (application/problem+json); @p problem not consumed. */

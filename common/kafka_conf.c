@@ -22,8 +22,10 @@ void kafka_settings_from_env(struct kafka_settings *ks)
 static void kafka_conf_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
-    enum log_level l = level <= 3 ? LOG_ERROR : level == 4 ? LOG_WARN : level <= 6 ? LOG_INFO
-                                                                                   : LOG_DEBUG;
+    enum log_level l = level <= 3   ? LOG_ERROR
+                       : level == 4 ? LOG_WARN
+                       : level <= 6 ? LOG_INFO
+                                    : LOG_DEBUG;
     if (!log_enabled(l))
         return;
     log_at(l, "librdkafka", LOG_S("type", fac), LOG_S("error", buf), LOG_END);
@@ -61,8 +63,7 @@ static int kafka_conf_apply_file(rd_kafka_conf_t *conf, const char *path, int *h
     int lineno = 0, rc = 0;
 
     if (!f) {
-        snprintf(errstr, errlen, "PM_KAFKA_CONFIG_FILE: cannot open %s: %s", path,
-                 strerror(errno));
+        snprintf(errstr, errlen, "PM_KAFKA_CONFIG_FILE: cannot open %s: %s", path, strerror(errno));
         return -1;
     }
     /* getline, not a fixed buffer: a long value (a PEM, a JAAS line) must not be split into

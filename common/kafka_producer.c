@@ -1,4 +1,5 @@
-/* Producer wrapper: idempotent acks=all producer, poll thread, per-record callback with deadline. */
+/* Producer wrapper: idempotent acks=all producer, poll thread, per-record callback with deadline.
+ */
 #include "kafka_producer.h"
 
 #include "kafka_conf.h"
@@ -91,8 +92,8 @@ static void kp_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *conf_opa
     } else if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         /* Acknowledged after its deadline: the sender got a 503 and will retry; the record is on
          * the topic once more than needed, which at-least-once allows. */
-        log_warn("record acknowledged after the ack deadline", LOG_S("topic",
-                 rd_kafka_topic_name(m->rkt)), LOG_I("partition", m->partition),
+        log_warn("record acknowledged after the ack deadline",
+                 LOG_S("topic", rd_kafka_topic_name(m->rkt)), LOG_I("partition", m->partition),
                  LOG_I("offset", m->offset));
     }
     free(k);
@@ -105,8 +106,7 @@ static void kp_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaqu
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char buf[256];
         rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, buf, sizeof(buf));
-        snprintf(p->fatal_reason, sizeof(p->fatal_reason), "%s: %s", rd_kafka_err2name(orig),
-                 buf);
+        snprintf(p->fatal_reason, sizeof(p->fatal_reason), "%s: %s", rd_kafka_err2name(orig), buf);
         atomic_store(&p->ready, 0);
         atomic_store(&p->fatal, 1);
         log_error("fatal Kafka producer error", LOG_S("kafka_error", rd_kafka_err2name(orig)),
@@ -284,8 +284,8 @@ rd_kafka_resp_err_t kafka_producer_send(struct kafka_producer *p, const char *to
 
     err = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, keylen),
                             RD_KAFKA_V_VALUE((void *)value, len),
-                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                            RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(k), RD_KAFKA_V_END);
+                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers),
+                            RD_KAFKA_V_OPAQUE(k), RD_KAFKA_V_END);
     if (err) {
         int answered;
         if (headers)

@@ -35,9 +35,9 @@ struct metrics_series *metrics_series0(struct metrics_family *fam);
 struct metrics_series *metrics_series1(struct metrics_family *fam, const char *v1);
 struct metrics_series *metrics_series2(struct metrics_family *fam, const char *v1, const char *v2);
 
-void metrics_inc(struct metrics_series *s);           /* counter or gauge += 1 */
-void metrics_add(struct metrics_series *s, double v); /* counter (v >= 0) or gauge += v */
-void metrics_set(struct metrics_series *s, double v); /* gauge = v */
+void metrics_inc(struct metrics_series *s);               /* counter or gauge += 1 */
+void metrics_add(struct metrics_series *s, double v);     /* counter (v >= 0) or gauge += v */
+void metrics_set(struct metrics_series *s, double v);     /* gauge = v */
 void metrics_observe(struct metrics_series *s, double v); /* histogram */
 
 /** @returns the current value of a counter or gauge (for tests and health decisions). */

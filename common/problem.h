@@ -1,4 +1,5 @@
-/* RFC 9457 problem documents: {"type","title","status","detail","errors":[{"pointer","detail"}]}. */
+/* RFC 9457 problem documents: {"type","title","status","detail","errors":[{"pointer","detail"}]}.
+ */
 #ifndef PM_PROBLEM_H
 #define PM_PROBLEM_H
 

@@ -55,8 +55,11 @@ static int webhook_b64_decode(const char *in, size_t inlen, unsigned char *out, 
      * zero, so exactly one text encodes a given MAC ("...1OE=" and "...1OG=" decode alike). */
     if (pad) {
         unsigned char c = (unsigned char)in[inlen - pad - 1];
-        unsigned v = c >= 'a' ? (unsigned)(c - 'a' + 26) : c >= 'A' ? (unsigned)(c - 'A')
-                     : c >= '0' ? (unsigned)(c - '0' + 52) : c == '+' ? 62u : 63u;
+        unsigned v = c >= 'a'   ? (unsigned)(c - 'a' + 26)
+                     : c >= 'A' ? (unsigned)(c - 'A')
+                     : c >= '0' ? (unsigned)(c - '0' + 52)
+                     : c == '+' ? 62u
+                                : 63u;
         if (v & (pad == 1 ? 0x3u : 0xfu))
             goto out;
     }

@@ -17,11 +17,11 @@ struct webhook_key {
 /* Why a verification failed; callers answer 401 for every one but log/explain them apart. */
 enum webhook_sig_result {
     WEBHOOK_SIG_OK = 0,
-    WEBHOOK_SIG_MISSING_HEADERS,   /* id, timestamp or signature absent or empty */
-    WEBHOOK_SIG_BAD_TIMESTAMP,     /* not a whole number of seconds */
-    WEBHOOK_SIG_STALE_TIMESTAMP,   /* outside +-300 s of now */
-    WEBHOOK_SIG_NO_V1,             /* no "v1,<sig>" entry in the header */
-    WEBHOOK_SIG_MISMATCH,          /* v1 entries present, none matches any key */
+    WEBHOOK_SIG_MISSING_HEADERS, /* id, timestamp or signature absent or empty */
+    WEBHOOK_SIG_BAD_TIMESTAMP,   /* not a whole number of seconds */
+    WEBHOOK_SIG_STALE_TIMESTAMP, /* outside +-300 s of now */
+    WEBHOOK_SIG_NO_V1,           /* no "v1,<sig>" entry in the header */
+    WEBHOOK_SIG_MISMATCH,        /* v1 entries present, none matches any key */
 };
 
 /**

@@ -1,4 +1,5 @@
-/* pm-deliver internals: configuration, the event handlers, channels and the pure mapping helpers. */
+/* pm-deliver internals: configuration, the event handlers, channels and the pure mapping helpers.
+ */
 #ifndef PM_DELIVER_H
 #define PM_DELIVER_H
 
@@ -242,7 +243,6 @@ void deliver_writeback_created(struct deliver_app *app, struct consumer_event *e
 /** @brief A failed FHIR call as the attempt's verdict: RETRY (with Retry-After) or PERMANENT. */
 void deliver_writeback_fhir_failure(struct consumer_outcome *out, const struct fhir_error *err);
 
-
 /* ---- bounded TTL cache of JSON values by string key (deliver_cache.c) ---- */
 
 struct deliver_cache;
@@ -275,11 +275,11 @@ struct deliver_app {
     struct consumer *consumer;
     struct http_server *server;
     struct metrics_registry *metrics;
-    struct deliver_cache *patients;      /* Patient resources by id (a few minutes) */
-    struct deliver_cache *delivered;     /* "<communication id>/<channel>" already delivered */
-    struct deliver_cache *practitioners; /* practitioner id by email (replies) */
-    struct deliver_cache *questionnaires;/* Questionnaire resources by "id:<id>" / "code:<c>" */
-    struct deliver_cache *replies;       /* reply event id → created Communication id */
+    struct deliver_cache *patients;       /* Patient resources by id (a few minutes) */
+    struct deliver_cache *delivered;      /* "<communication id>/<channel>" already delivered */
+    struct deliver_cache *practitioners;  /* practitioner id by email (replies) */
+    struct deliver_cache *questionnaires; /* Questionnaire resources by "id:<id>" / "code:<c>" */
+    struct deliver_cache *replies;        /* reply event id → created Communication id */
 };
 
 /** @brief Start everything: HTTP clients, producer, consumer, health server. NULL on failure. */

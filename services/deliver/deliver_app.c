@@ -90,8 +90,7 @@ static void deliver_app_free(struct deliver_app *app)
     free(app);
 }
 
-struct deliver_app *deliver_app_start(const struct deliver_config *cfg, char *errstr,
-                                      size_t errlen)
+struct deliver_app *deliver_app_start(const struct deliver_config *cfg, char *errstr, size_t errlen)
 {
     struct deliver_app *app = calloc(1, sizeof(*app));
     struct http_client_options ho = {0};

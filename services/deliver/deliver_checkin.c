@@ -14,7 +14,6 @@
 
 #define CODE_MAX 256 /* longest questionnaire code looked up (URL-encoded three times over) */
 
-
 /* A code or linkId as it may appear in an error (and so in logs, the DLQ and results): codes
  * and linkIds of a Questionnaire look like "LA33-6" or a UUID; anything else the sender put
  * there could be free text (PHI), so it is not quoted. */
@@ -297,8 +296,7 @@ static int ck_apply(struct ck_question *q, const json_t *a, size_t i, const char
         {
             if (json_equal(json_object_get(prev, "valueCoding"), coding)) {
                 ck_err(errstr, errlen, "%s: code %s was already given by answers[%zu]", who,
-                       ck_quotable(code),
-                       q->first_answer);
+                       ck_quotable(code), q->first_answer);
                 json_decref(coding);
                 goto out;
             }
@@ -352,8 +350,8 @@ json_t *deliver_checkin_map(const json_t *data, const json_t *questionnaire, con
         long at;
 
         /* The question as the event named it: linkIds and codes are the clinic's form. */
-        snprintf(who, sizeof(who), "answers[%zu] (%s %s)", i,
-                 link_id ? "link_id" : "question_code", ck_quotable(link_id ? link_id : code));
+        snprintf(who, sizeof(who), "answers[%zu] (%s %s)", i, link_id ? "link_id" : "question_code",
+                 ck_quotable(link_id ? link_id : code));
         at = ck_find(items, link_id, code, qid, who, errstr, errlen);
         if (at < 0 || ck_apply(&qs[at], a, i, who, errstr, errlen) != 0)
             goto out;

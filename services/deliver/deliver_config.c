@@ -23,7 +23,8 @@ const struct config_var deliver_config_vars[] = {
     {"PM_DELIVER_GROUP_ID", "pm-deliver", 0, "Kafka consumer group"},
     {"PM_CANVAS_INSTANCE", NULL, 0,
      "Canvas instance name: derives PM_CANVAS_FHIR_URL and PM_CANVAS_TOKEN_URL"},
-    {"PM_CANVAS_FHIR_URL", "https://fumage-<instance>.canvasmedical.com", 0, "Canvas FHIR base URL"},
+    {"PM_CANVAS_FHIR_URL", "https://fumage-<instance>.canvasmedical.com", 0,
+     "Canvas FHIR base URL"},
     {"PM_CANVAS_TOKEN_URL", "https://<instance>.canvasmedical.com/auth/token/", 0,
      "Canvas OAuth token URL"},
     {"PM_CANVAS_CLIENT_ID", NULL, 0, "Canvas OAuth client id"},
@@ -67,8 +68,7 @@ const char *deliver_channel_name(enum deliver_channel ch)
 }
 
 /* "<prefix><instance><suffix>", malloc'd. */
-static char *deliver_url_from_instance(const char *prefix, const char *instance,
-                                       const char *suffix)
+static char *deliver_url_from_instance(const char *prefix, const char *instance, const char *suffix)
 {
     size_t n = strlen(prefix) + strlen(instance) + strlen(suffix) + 1;
     char *s = malloc(n);
@@ -109,11 +109,13 @@ static void deliver_config_canvas(struct deliver_config *cfg, struct config_repo
     if (fhir)
         cfg->fhir_url = strdup(fhir);
     else if (instance)
-        cfg->fhir_url = deliver_url_from_instance("https://fumage-", instance, ".canvasmedical.com");
+        cfg->fhir_url =
+            deliver_url_from_instance("https://fumage-", instance, ".canvasmedical.com");
     if (token)
         cfg->token_url = strdup(token);
     else if (instance)
-        cfg->token_url = deliver_url_from_instance("https://", instance, ".canvasmedical.com/auth/token/");
+        cfg->token_url =
+            deliver_url_from_instance("https://", instance, ".canvasmedical.com/auth/token/");
     if (!cfg->fhir_url || !cfg->token_url)
         config_report_add(r, "set PM_CANVAS_INSTANCE, or both PM_CANVAS_FHIR_URL and "
                              "PM_CANVAS_TOKEN_URL");
@@ -231,9 +233,8 @@ void deliver_config_load(struct deliver_config *cfg, struct config_report *r)
     deliver_config_canvas(cfg, r);
     deliver_config_channels(cfg, r);
 
-    cfg->ncontact_categories =
-        config_list_split(config_str("PM_DELIVER_CONTACT_CATEGORIES", NULL),
-                          &cfg->contact_categories);
+    cfg->ncontact_categories = config_list_split(config_str("PM_DELIVER_CONTACT_CATEGORIES", NULL),
+                                                 &cfg->contact_categories);
     cfg->default_practitioner_id = config_str("PM_DEFAULT_PRACTITIONER_ID", NULL);
     if (cfg->default_practitioner_id && !fhir_id_valid(cfg->default_practitioner_id))
         config_report_add(r, "PM_DEFAULT_PRACTITIONER_ID is not a FHIR id");
@@ -246,8 +247,7 @@ void deliver_config_load(struct deliver_config *cfg, struct config_report *r)
         config_report_add(r, "PM_RETRY_MAX_BACKOFF_MS is smaller than PM_RETRY_BASE_MS");
     cfg->http_timeout_ms = config_long("PM_HTTP_TIMEOUT_MS", 15000, 100, 600000, r);
     cfg->drain_timeout_ms = config_long("PM_DELIVER_DRAIN_TIMEOUT_MS", 30000, 0, 600000, r);
-    cfg->patient_cache_ttl_s =
-        (int)config_long("PM_DELIVER_PATIENT_CACHE_TTL_S", 300, 0, 86400, r);
+    cfg->patient_cache_ttl_s = (int)config_long("PM_DELIVER_PATIENT_CACHE_TTL_S", 300, 0, 86400, r);
 }
 
 void deliver_config_free(struct deliver_config *cfg)

@@ -1,4 +1,5 @@
-/* Staff messages (canvas.message.v1): Communication, skip rules, Patient, then each channel once. */
+/* Staff messages (canvas.message.v1): Communication, skip rules, Patient, then each channel once.
+ */
 #include "deliver.h"
 
 #include "fhir.h"
@@ -154,8 +155,8 @@ static void msg_send_email(struct msg_ctx *m, const char *to, struct ch_result *
     const struct deliver_config *cfg = m->app->cfg;
     struct http_reply rep = {0};
     char url[512], auth[600];
-    json_t *body = deliver_sendgrid_body(to, cfg->sendgrid_from, cfg->email_subject, m->text,
-                                         m->html);
+    json_t *body =
+        deliver_sendgrid_body(to, cfg->sendgrid_from, cfg->email_subject, m->text, m->html);
     char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
 
     json_decref(body);
@@ -377,8 +378,7 @@ void deliver_message_handle(void *arg, struct consumer_event *ev, struct consume
 
     for (int i = 0; i < cfg->nchannels; i++) {
         enum deliver_channel ch = cfg->channels[i];
-        if (m.st->ch[ch] == CH_PENDING &&
-            (ch != CHANNEL_WEBHOOK || cfg->ncontact_categories > 0))
+        if (m.st->ch[ch] == CH_PENDING && (ch != CHANNEL_WEBHOOK || cfg->ncontact_categories > 0))
             need_patient = 1;
     }
     m.npeople = 1;
@@ -391,8 +391,7 @@ void deliver_message_handle(void *arg, struct consumer_event *ev, struct consume
         deliver_patient_phone(patient, m.people[0].phone, sizeof(m.people[0].phone));
         deliver_patient_email(patient, m.people[0].email, sizeof(m.people[0].email));
         m.npeople += deliver_patient_contacts(patient, cfg->contact_categories,
-                                              cfg->ncontact_categories, m.people + 1,
-                                              MAX_CONTACTS);
+                                              cfg->ncontact_categories, m.people + 1, MAX_CONTACTS);
     }
 
     out->retry_after_ms = -1;
@@ -405,7 +404,7 @@ void deliver_message_handle(void *arg, struct consumer_event *ev, struct consume
             continue;
         if (ch == CHANNEL_WEBHOOK) {
             msg_send_webhook(&m, &r);
-            now = r.send == SEND_OK ? CH_DELIVERED
+            now = r.send == SEND_OK          ? CH_DELIVERED
                   : r.send == SEND_TRANSIENT ? CH_PENDING
                                              : CH_FAILED;
         } else {
@@ -419,8 +418,7 @@ void deliver_message_handle(void *arg, struct consumer_event *ev, struct consume
             log_info("message delivered", LOG_S("event_id", ev->ce->id),
                      LOG_S("communication_id", comm_id), LOG_S("patient_id", patient_id),
                      LOG_S("channel", deliver_channel_name(ch)),
-                     LOG_S("provider_id",
-                           m.st->provider_id[ch][0] ? m.st->provider_id[ch] : NULL));
+                     LOG_S("provider_id", m.st->provider_id[ch][0] ? m.st->provider_id[ch] : NULL));
         } else if (now == CH_SKIPPED) {
             msg_publish(ev, ch, "skipped",
                         ch == CHANNEL_SMS ? "no consented phone number"

@@ -51,10 +51,10 @@ enum ingest_kind { INGEST_MESSAGE, INGEST_REPLY, INGEST_QUESTIONNAIRE };
 
 /* What a valid body becomes on Kafka. */
 struct ingest_event {
-    const char *type;         /* CloudEvents type */
-    char patient_id[65];      /* the record key */
-    char time[40];            /* CloudEvents time: the occurrence when given, else now */
-    json_t *data;             /* owned; the CloudEvents data member */
+    const char *type;    /* CloudEvents type */
+    char patient_id[65]; /* the record key */
+    char time[40];       /* CloudEvents time: the occurrence when given, else now */
+    json_t *data;        /* owned; the CloudEvents data member */
 };
 
 /**

@@ -58,8 +58,9 @@ static void ingest_config_secrets(struct ingest_config *cfg, struct config_repor
         cfg->token_hashes = calloc(n ? n : 1, sizeof(*cfg->token_hashes));
         for (size_t i = 0; cfg->token_hashes && i < n; i++) {
             if (strlen(items[i]) < 16) {
-                config_report_add(r, "PM_INGEST_BEARER_TOKENS: entry %zu is shorter than 16 "
-                                     "characters",
+                config_report_add(r,
+                                  "PM_INGEST_BEARER_TOKENS: entry %zu is shorter than 16 "
+                                  "characters",
                                   i + 1);
                 continue;
             }
@@ -111,8 +112,7 @@ void ingest_config_load(struct ingest_config *cfg, struct config_report *r)
     cfg->max_connections = (unsigned)config_long("PM_INGEST_MAX_CONNECTIONS", 4096, 1, 65536, r);
     cfg->connection_timeout_s =
         (unsigned)config_long("PM_INGEST_CONNECTION_TIMEOUT_S", 30, 1, 3600, r);
-    cfg->dedup_capacity =
-        (size_t)config_long("PM_INGEST_DEDUP_CAPACITY", 100000, 0, 10000000, r);
+    cfg->dedup_capacity = (size_t)config_long("PM_INGEST_DEDUP_CAPACITY", 100000, 0, 10000000, r);
     cfg->dedup_ttl_s = (int)config_long("PM_INGEST_DEDUP_TTL_S", 86400, 1, 7 * 86400, r);
 }
 

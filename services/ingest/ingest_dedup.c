@@ -8,8 +8,8 @@
 enum { ENTRY_PENDING, ENTRY_DONE };
 
 struct dedup_entry {
-    struct dedup_entry *hnext;             /* hash chain */
-    struct dedup_entry *older, *newer;     /* insertion order: expiry and eviction */
+    struct dedup_entry *hnext;         /* hash chain */
+    struct dedup_entry *older, *newer; /* insertion order: expiry and eviction */
     uint64_t hash;
     time_t inserted;
     unsigned char fp[16];

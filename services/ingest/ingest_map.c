@@ -30,7 +30,8 @@ static void map_no_unknown(json_t *obj, const char *base, const char *const *all
 {
     const char *key;
     json_t *v;
-    json_object_foreach(obj, key, v) {
+    json_object_foreach(obj, key, v)
+    {
         int ok = 0;
         for (const char *const *a = allowed; *a; a++)
             if (strcmp(*a, key) == 0)
@@ -76,8 +77,9 @@ static const char *map_time(json_t *obj, const char *base, const char *field, js
 {
     const char *s = map_str(obj, base, field, 0, pb);
     if (s && !timefmt_rfc3339_parse(s, NULL)) {
-        map_err(pb, base, field, "must be an RFC 3339 date-time with a time zone, "
-                                 "e.g. 2026-11-26T10:00:00Z");
+        map_err(pb, base, field,
+                "must be an RFC 3339 date-time with a time zone, "
+                "e.g. 2026-11-26T10:00:00Z");
         return NULL;
     }
     return s;
@@ -155,8 +157,8 @@ static void map_time_or_now(struct ingest_event *ev, const char *when)
 /* (a) our own notification {"communication_id","patient_id","occurred_at"?,"change"?} */
 static int map_message_notification(json_t *body, struct ingest_event *ev, json_t *pb)
 {
-    static const char *const allowed[] = {"communication_id", "patient_id", "occurred_at",
-                                          "change", NULL};
+    static const char *const allowed[] = {"communication_id", "patient_id", "occurred_at", "change",
+                                          NULL};
     const char *comm, *patient, *occurred;
     json_t *change;
 
@@ -194,7 +196,8 @@ static int map_message_communication(json_t *body, struct ingest_event *ev, json
     comm = map_fhir_id(body, "", "id", 1, pb);
     if (recipients && !json_is_array(recipients))
         map_err(pb, "", "recipient", "must be an array");
-    json_array_foreach(recipients, i, r) {
+    json_array_foreach(recipients, i, r)
+    {
         if ((patient = map_patient_ref(r, pid, sizeof(pid))))
             break;
     }
@@ -203,8 +206,9 @@ static int map_message_communication(json_t *body, struct ingest_event *ev, json
     if (!patient)
         patient = map_patient_ref(json_object_get(body, "subject"), pid, sizeof(pid));
     if (!patient)
-        map_err(pb, "", "recipient", "no Patient/<id> reference among recipient, sender and "
-                                     "subject");
+        map_err(pb, "", "recipient",
+                "no Patient/<id> reference among recipient, sender and "
+                "subject");
     if (problem_error_count(pb))
         return -1;
     ev->data = json_pack("{s:s, s:s, s:O}", "communication_id", comm, "patient_id", patient,
@@ -221,8 +225,8 @@ static int map_message_plugin_event(json_t *body, struct ingest_event *ev, json_
     json_t *target = json_object_get(body, "target");
     json_t *context = map_object(body, "", "context", 1, pb);
     json_t *patient_obj = context ? map_object(context, "/context", "patient", 1, pb) : NULL;
-    const char *patient = patient_obj ? map_fhir_id(patient_obj, "/context/patient", "id", 1, pb)
-                                      : NULL;
+    const char *patient =
+        patient_obj ? map_fhir_id(patient_obj, "/context/patient", "id", 1, pb) : NULL;
     const char *comm = NULL;
 
     if (type && strcmp(type, "MESSAGE_CREATED") != 0)
@@ -274,8 +278,8 @@ static int map_email_valid(const char *s)
 
 static int map_reply(json_t *body, struct ingest_event *ev, json_t *pb)
 {
-    static const char *const allowed[] = {"patient_id", "text", "recipient", "in_reply_to",
-                                          "sent_at", NULL};
+    static const char *const allowed[] = {"patient_id",  "text",    "recipient",
+                                          "in_reply_to", "sent_at", NULL};
     static const char *const recipient_allowed[] = {"practitioner_id", "email", NULL};
     const char *patient, *text, *sent;
     json_t *recipient;
@@ -343,7 +347,8 @@ static int map_questionnaire_fhir(json_t *body, struct ingest_event *ev, json_t 
     else if (!json_is_array(items) || json_array_size(items) == 0)
         map_err(pb, "", "item", "must be a non-empty array");
 
-    json_array_foreach(items, i, item) {
+    json_array_foreach(items, i, item)
+    {
         char base[PTR_MAX];
         json_t *answers, *a;
         size_t j;
@@ -359,7 +364,8 @@ static int map_questionnaire_fhir(json_t *body, struct ingest_event *ev, json_t 
             map_err(pb, base, "answer", "must be a non-empty array");
             continue;
         }
-        json_array_foreach(answers, j, a) {
+        json_array_foreach(answers, j, a)
+        {
             char abase[PTR_MAX], ab2[PTR_MAX];
             const char *which;
             problem_pointer_join(ab2, sizeof(ab2), base, "answer");
@@ -395,11 +401,11 @@ static int map_questionnaire_fhir(json_t *body, struct ingest_event *ev, json_t 
 /* Simple form: {"patient_id","questionnaire":{"id"}|{"code"},"answers":[…],"authored_at"?} */
 static int map_questionnaire_simple(json_t *body, struct ingest_event *ev, json_t *pb)
 {
-    static const char *const allowed[] = {"patient_id", "questionnaire", "answers",
-                                          "authored_at", NULL};
+    static const char *const allowed[] = {"patient_id", "questionnaire", "answers", "authored_at",
+                                          NULL};
     static const char *const q_allowed[] = {"id", "code", NULL};
-    static const char *const a_allowed[] = {"link_id", "question_code", "value_string",
-                                            "value_code", "value_codes", NULL};
+    static const char *const a_allowed[] = {"link_id",    "question_code", "value_string",
+                                            "value_code", "value_codes",   NULL};
     const char *patient, *authored;
     json_t *q, *answers, *a;
     char now[40];
@@ -422,7 +428,8 @@ static int map_questionnaire_simple(json_t *body, struct ingest_event *ev, json_
         map_err(pb, "", "answers", "is required");
     else if (!json_is_array(answers) || json_array_size(answers) == 0)
         map_err(pb, "", "answers", "must be a non-empty array");
-    json_array_foreach(answers, i, a) {
+    json_array_foreach(answers, i, a)
+    {
         char base[PTR_MAX];
         const char *which;
         problem_pointer_index(base, sizeof(base), "/answers", i);
@@ -446,7 +453,8 @@ static int map_questionnaire_simple(json_t *body, struct ingest_event *ev, json_
                 map_err(pb, cbase, NULL, "must be a non-empty array of codes");
                 continue;
             }
-            json_array_foreach(codes, j, c) {
+            json_array_foreach(codes, j, c)
+            {
                 char ibase[PTR_MAX];
                 problem_pointer_index(ibase, sizeof(ibase), cbase, j);
                 if (!json_is_string(c) || json_string_length(c) == 0) {
@@ -482,8 +490,7 @@ static int map_questionnaire(json_t *body, struct ingest_event *ev, json_t *pb)
     json_t *rt = json_object_get(body, "resourceType");
     ev->type = CE_TYPE_QUESTIONNAIRE;
     if (rt) {
-        if (!json_is_string(rt) ||
-            strcmp(json_string_value(rt), "QuestionnaireResponse") != 0) {
+        if (!json_is_string(rt) || strcmp(json_string_value(rt), "QuestionnaireResponse") != 0) {
             map_err(pb, "", "resourceType", "only a QuestionnaireResponse resource is accepted");
             return -1;
         }

@@ -72,8 +72,7 @@ static void respond_header_problem(struct http_request *req, int status, const c
                                    const char *header, const char *detail)
 {
     json_t *p = problem_new(status, type, detail);
-    json_object_set_new(p, "errors",
-                        json_pack("[{s:s, s:s}]", "header", header, "detail", detail));
+    json_object_set_new(p, "errors", json_pack("[{s:s, s:s}]", "header", header, "detail", detail));
     http_respond_problem(req, p);
     json_decref(p);
 }
@@ -177,8 +176,7 @@ static enum http_result ingest_on_headers(struct http_request *req, void *arg)
         return HTTP_HANDLED;
     }
     if (!content_type_is_json(http_request_header(req, "Content-Type"))) {
-        respond_header_problem(req, 415, "urn:pm:problem:unsupported-media-type",
-                               "Content-Type",
+        respond_header_problem(req, 415, "urn:pm:problem:unsupported-media-type", "Content-Type",
                                "the body must be application/json (or application/*+json)");
         return HTTP_HANDLED;
     }
@@ -212,8 +210,7 @@ static enum http_result ingest_on_headers(struct http_request *req, void *arg)
             respond_unauthorized(app, req, webhook_sig_result_str(WEBHOOK_SIG_MISSING_HEADERS));
             return HTTP_HANDLED;
         }
-        sr = webhook_sig_check_timestamp(http_request_header(req, "webhook-timestamp"),
-                                         time(NULL));
+        sr = webhook_sig_check_timestamp(http_request_header(req, "webhook-timestamp"), time(NULL));
         if (sr != WEBHOOK_SIG_OK) {
             respond_unauthorized(app, req, webhook_sig_result_str(sr));
             return HTTP_HANDLED;
@@ -260,11 +257,10 @@ static void ingest_on_ack(void *opaque, const struct kafka_ack *ack)
     struct http_request *req = r->http;
 
     if (ack->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        struct ingest_dedup_answer a = {topic_for(app->cfg, r->kind), ack->partition,
-                                        ack->offset};
-        json_t *body = json_pack("{s:s, s:s, s:i, s:I}", "id", r->event_id, "topic", a.topic,
-                                 "partition", (int)ack->partition, "offset",
-                                 (json_int_t)ack->offset);
+        struct ingest_dedup_answer a = {topic_for(app->cfg, r->kind), ack->partition, ack->offset};
+        json_t *body =
+            json_pack("{s:s, s:s, s:i, s:I}", "id", r->event_id, "topic", a.topic, "partition",
+                      (int)ack->partition, "offset", (json_int_t)ack->offset);
         if (r->client_id)
             ingest_dedup_complete(app->dedup, r->event_id, &a);
         metrics_inc(metrics_series1(app->m_events, a.topic));
@@ -275,7 +271,8 @@ static void ingest_on_ack(void *opaque, const struct kafka_ack *ack)
     } else {
         if (r->client_id)
             ingest_dedup_abort(app->dedup, r->event_id);
-        if (ack->err == RD_KAFKA_RESP_ERR__TIMED_OUT || ack->err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT)
+        if (ack->err == RD_KAFKA_RESP_ERR__TIMED_OUT ||
+            ack->err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT)
             metrics_inc(app->m_ack_timeouts);
         if (ack->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE)
             /* The broker's limit is lower than ours: retrying cannot help. */
@@ -350,10 +347,10 @@ static enum http_result ingest_post(struct http_request *req, void *arg)
         goto out;
     }
     if (r->auth == AUTH_SIGNATURE_PENDING) {
-        enum webhook_sig_result sr = webhook_sig_verify(
-            cfg->keys, cfg->nkeys, http_request_header(req, "webhook-id"),
-            http_request_header(req, "webhook-timestamp"),
-            http_request_header(req, "webhook-signature"), raw, len, time(NULL));
+        enum webhook_sig_result sr =
+            webhook_sig_verify(cfg->keys, cfg->nkeys, http_request_header(req, "webhook-id"),
+                               http_request_header(req, "webhook-timestamp"),
+                               http_request_header(req, "webhook-signature"), raw, len, time(NULL));
         if (sr != WEBHOOK_SIG_OK) {
             respond_unauthorized(app, req, webhook_sig_result_str(sr));
             goto out;
@@ -435,8 +432,7 @@ static enum http_result ingest_post(struct http_request *req, void *arg)
     /* Why 202 waits for the delivery report: the report is the only proof that Kafka (acks=all,
      * idempotent) holds the event. Suspend first, so the report can never race ahead of it; no
      * thread waits meanwhile. */
-    snprintf(r->retry_after, sizeof(r->retry_after), "%d",
-             cfg->ack_timeout_ms >= 5000 ? 5 : 1);
+    snprintf(r->retry_after, sizeof(r->retry_after), "%d", cfg->ack_timeout_ms >= 5000 ? 5 : 1);
     http_request_suspend(req);
     err = kafka_producer_send(app->producer, topic, ev.patient_id, strlen(ev.patient_id), value,
                               strlen(value), ingest_headers(req), ingest_on_ack, r);
@@ -520,8 +516,7 @@ static void ingest_on_complete(struct http_request *req, void *arg)
     metrics_observe(metrics_series1(app->m_duration, route),
                     (double)http_request_elapsed_us(req) / 1e6);
     log_debug("request", LOG_S("method", http_request_method(req)), LOG_S("route", route),
-              LOG_I("http_status", st),
-              LOG_I("duration_ms", http_request_elapsed_us(req) / 1000));
+              LOG_I("http_status", st), LOG_I("duration_ms", http_request_elapsed_us(req) / 1000));
 }
 
 static const struct http_route ingest_routes[] = {
@@ -542,9 +537,9 @@ static void ingest_metrics_init(struct ingest_app *app)
     struct metrics_registry *m = metrics_registry_new();
 
     app->metrics = m;
-    app->m_requests = metrics_family_new(m, METRICS_COUNTER, "pm_ingest_requests_total",
-                                         "HTTP requests by route and answered status",
-                                         route_status, NULL, 0);
+    app->m_requests =
+        metrics_family_new(m, METRICS_COUNTER, "pm_ingest_requests_total",
+                           "HTTP requests by route and answered status", route_status, NULL, 0);
     app->m_duration = metrics_family_new(
         m, METRICS_HISTOGRAM, "pm_ingest_request_duration_seconds",
         "time from the first byte of a request to its answer, Kafka acknowledgement included",
@@ -554,10 +549,9 @@ static void ingest_metrics_init(struct ingest_app *app)
     app->m_duplicates = metrics_series0(
         metrics_family_new(m, METRICS_COUNTER, "pm_ingest_duplicates_total",
                            "requests answered from the duplicate table", NULL, NULL, 0));
-    app->m_ack_timeouts = metrics_series0(
-        metrics_family_new(m, METRICS_COUNTER, "pm_ingest_ack_timeouts_total",
-                           "events Kafka did not acknowledge within the ack timeout", NULL, NULL,
-                           0));
+    app->m_ack_timeouts = metrics_series0(metrics_family_new(
+        m, METRICS_COUNTER, "pm_ingest_ack_timeouts_total",
+        "events Kafka did not acknowledge within the ack timeout", NULL, NULL, 0));
     app->m_waiting = metrics_series0(
         metrics_family_new(m, METRICS_GAUGE, "pm_ingest_kafka_waiting",
                            "events handed to Kafka and not yet acknowledged", NULL, NULL, 0));

@@ -28,8 +28,7 @@ int main(int argc, char **argv)
     struct sigaction sa;
     char err[512];
     int rc = 0;
-    enum config_mode mode =
-        config_cli(argc, argv, "pm-ingest", ingest_summary, ingest_config_vars);
+    enum config_mode mode = config_cli(argc, argv, "pm-ingest", ingest_summary, ingest_config_vars);
 
     if (mode == CONFIG_MODE_EXIT_OK)
         return 0;

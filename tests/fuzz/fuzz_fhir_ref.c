@@ -1,4 +1,5 @@
-/* libFuzzer target: FHIR references and Location headers (Canvas creates answer with the id there). */
+/* libFuzzer target: FHIR references and Location headers (Canvas creates answer with the id there).
+ */
 #include "fhir_ref.h"
 #include "timefmt.h"
 

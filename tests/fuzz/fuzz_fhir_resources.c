@@ -1,4 +1,5 @@
-/* libFuzzer target: pm-deliver's readers of Canvas resources (Communication checks, Patient telecom/contacts). */
+/* libFuzzer target: pm-deliver's readers of Canvas resources (Communication checks, Patient
+ * telecom/contacts). */
 #include "deliver.h"
 
 #include <stdint.h>

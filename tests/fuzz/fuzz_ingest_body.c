@@ -1,4 +1,5 @@
-/* libFuzzer target: every pm-ingest body mapper on any bytes (JSON parse, validation, event build). */
+/* libFuzzer target: every pm-ingest body mapper on any bytes (JSON parse, validation, event build).
+ */
 #include "cloudevent.h"
 #include "ingest.h"
 #include "problem.h"
@@ -14,9 +15,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_error_t jerr;
     /* The first byte picks the route, as three routes share the mapper. */
     enum ingest_kind kind = size ? (enum ingest_kind)(data[0] % 3) : INGEST_MESSAGE;
-    json_t *body = size ? json_loadb((const char *)data + 1, size - 1, JSON_REJECT_DUPLICATES,
-                                     &jerr)
-                        : NULL;
+    json_t *body =
+        size ? json_loadb((const char *)data + 1, size - 1, JSON_REJECT_DUPLICATES, &jerr) : NULL;
     json_t *pb;
     struct ingest_event ev;
 

@@ -37,13 +37,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!body)
         return 0;
     *body++ = '\0';
-    enum webhook_sig_result r = webhook_sig_verify(&key, 1, id, ts, sig, body,
-                                                   size - (size_t)(body - buf), 1614265330);
+    enum webhook_sig_result r =
+        webhook_sig_verify(&key, 1, id, ts, sig, body, size - (size_t)(body - buf), 1614265330);
     /* A valid signature must be exactly what signing produces (no lucky acceptance). */
     if (r == WEBHOOK_SIG_OK) {
         char want[128];
-        if (webhook_sig_sign(&key, id, strtoll(ts, NULL, 10), body,
-                             size - (size_t)(body - buf), want, sizeof(want)) != 0 ||
+        if (webhook_sig_sign(&key, id, strtoll(ts, NULL, 10), body, size - (size_t)(body - buf),
+                             want, sizeof(want)) != 0 ||
             !strstr(sig, want + 3))
             abort();
     }

@@ -1,4 +1,5 @@
-/* Consumer runtime against a real pm-devbroker: order per key, parallelism, retries, DLQ, offsets. */
+/* Consumer runtime against a real pm-devbroker: order per key, parallelism, retries, DLQ, offsets.
+ */
 #include "harness.h"
 
 #include "consumer.h"
@@ -152,8 +153,7 @@ static int produce(struct kafka_producer *p, const char *key, int k, int seq, co
     static int sent;
     char value[512];
     rd_kafka_headers_t *hd = rd_kafka_headers_new(1);
-    rd_kafka_header_add(hd, "content-type", -1, "application/cloudevents+json; charset=utf-8",
-                        -1);
+    rd_kafka_header_add(hd, "content-type", -1, "application/cloudevents+json; charset=utf-8", -1);
     rd_kafka_header_add(hd, "x-custom", -1, "kept", -1);
     if (raw)
         snprintf(value, sizeof(value), "%s", raw);

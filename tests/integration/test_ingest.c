@@ -1,4 +1,5 @@
-/* pm-ingest end to end: real pm-devbroker and pm-ingest processes, signed requests, records read back. */
+/* pm-ingest end to end: real pm-devbroker and pm-ingest processes, signed requests, records read
+ * back. */
 #include "harness.h"
 
 #include <jansson.h>
@@ -28,8 +29,8 @@ static int naccepted;
 static char refused[64][64];
 static int nrefused;
 
-static json_t *post(const char *path, const char *const *headers, const char *body,
-                    long *status, struct harness_http_response *keep)
+static json_t *post(const char *path, const char *const *headers, const char *body, long *status,
+                    struct harness_http_response *keep)
 {
     struct harness_http_response r = {0};
     char url[256];
@@ -53,8 +54,8 @@ static json_t *post_signed(const char *path, const char *id, const char *body, l
     struct harness_webhook_headers wh;
     char err[128];
     const char *headers[6];
-    if (harness_webhook_sign(SECRET, id, (long long)time(NULL) + ts_offset, body, strlen(body),
-                             &wh, err, sizeof(err)) != 0) {
+    if (harness_webhook_sign(SECRET, id, (long long)time(NULL) + ts_offset, body, strlen(body), &wh,
+                             err, sizeof(err)) != 0) {
         H_FAIL(h, "signing failed: %s", err);
         *status = 0;
         return NULL;
@@ -90,8 +91,7 @@ static void remember_accepted(json_t *answer, const char *want_topic)
     }
 }
 
-static void expect_problem(json_t *j, long status, long want, const char *type,
-                           const char *pointer)
+static void expect_problem(json_t *j, long status, long want, const char *type, const char *pointer)
 {
     H_CHECK_INT(h, status, want);
     H_CHECK_STR(h, json_string_value(json_object_get(j, "type")), type);
@@ -101,7 +101,8 @@ static void expect_problem(json_t *j, long status, long want, const char *type,
         json_t *e;
         size_t i;
         int found = 0;
-        json_array_foreach(json_object_get(j, "errors"), i, e) {
+        json_array_foreach(json_object_get(j, "errors"), i, e)
+        {
             const char *p = json_string_value(json_object_get(e, "pointer"));
             if (p && !strcmp(p, pointer))
                 found = 1;
@@ -172,9 +173,15 @@ static struct harness_proc *start_ingest(const char *bootstrap, int port, const 
     snprintf(listen, sizeof(listen), "PM_INGEST_LISTEN=127.0.0.1:%d", port);
     snprintf(brokers, sizeof(brokers), "PM_KAFKA_BROKERS=%s", bootstrap);
     snprintf(ack, sizeof(ack), "PM_INGEST_ACK_TIMEOUT_MS=%s", ack_ms);
-    const char *env[] = {listen, brokers, ack, props, "PM_INGEST_WEBHOOK_SECRETS=" SECRET,
-                         "PM_INGEST_BEARER_TOKENS=" TOKEN, "PM_INGEST_MAX_BODY_BYTES=4096",
-                         "PM_LOG_LEVEL=debug", NULL};
+    const char *env[] = {listen,
+                         brokers,
+                         ack,
+                         props,
+                         "PM_INGEST_WEBHOOK_SECRETS=" SECRET,
+                         "PM_INGEST_BEARER_TOKENS=" TOKEN,
+                         "PM_INGEST_MAX_BODY_BYTES=4096",
+                         "PM_LOG_LEVEL=debug",
+                         NULL};
     const char *argv[] = {"pm-ingest", NULL};
     return harness_proc_start(h, "ingest", argv, env);
 }
@@ -306,8 +313,8 @@ int main(void)
 
     {
         const char *headers[] = {"Content-Type: application/json; charset=utf-8",
-                                 "Authorization: Bearer " TOKEN,
-                                 "Idempotency-Key: \"checkin-1\"", NULL};
+                                 "Authorization: Bearer " TOKEN, "Idempotency-Key: \"checkin-1\"",
+                                 NULL};
         j = post("/v1/patient/questionnaire-responses", headers,
                  "{\"patient_id\":\"" PATIENT "\",\"questionnaire\":{\"code\":\"404684003\"},"
                  "\"answers\":[{\"question_code\":\"228448000\",\"value_code\":\"LA33-6\"}]}",
@@ -351,8 +358,8 @@ int main(void)
             const char *hdrs[] = {"Content-Type: application/json", wh.id, wh.timestamp,
                                   wh.signature, NULL};
             j = post("/v1/canvas/messages", hdrs,
-                     "{\"communication_id\": \"" COMM "\", \"patient_id\": \"" PATIENT "\"}",
-                     &st, NULL);
+                     "{\"communication_id\": \"" COMM "\", \"patient_id\": \"" PATIENT "\"}", &st,
+                     NULL);
             expect_problem(j, st, 401, "urn:pm:problem:unauthorized", NULL);
             json_decref(j);
             snprintf(refused[nrefused++], sizeof(refused[0]), "msg_reserialised");
@@ -363,8 +370,11 @@ int main(void)
             char err[64];
             harness_webhook_sign(SECRET, "msg_sig_and_bearer", (long long)time(NULL), ok_msg,
                                  strlen(ok_msg), &wh, err, sizeof(err));
-            const char *hdrs[] = {"Content-Type: application/json", wh.id, wh.timestamp,
-                                  wh.signature, "Authorization: Bearer proxy-token-0000000000",
+            const char *hdrs[] = {"Content-Type: application/json",
+                                  wh.id,
+                                  wh.timestamp,
+                                  wh.signature,
+                                  "Authorization: Bearer proxy-token-0000000000",
                                   NULL};
             j = post("/v1/canvas/messages", hdrs, ok_msg, &st, NULL);
             H_CHECK_INT(h, st, 202);
@@ -379,10 +389,11 @@ int main(void)
         json_decref(j);
         snprintf(refused[nrefused++], sizeof(refused[0]), "msg_badjson");
 
-        j = post_signed("/v1/patient/replies", "msg_badfields",
-                        "{\"patient_id\":\"not/a/fhir/id\",\"text\":\"  \",\"sent_at\":\"yesterday\","
-                        "\"extra\":1}",
-                        &st, 0);
+        j = post_signed(
+            "/v1/patient/replies", "msg_badfields",
+            "{\"patient_id\":\"not/a/fhir/id\",\"text\":\"  \",\"sent_at\":\"yesterday\","
+            "\"extra\":1}",
+            &st, 0);
         expect_problem(j, st, 400, "urn:pm:problem:invalid-fields", "/patient_id");
         expect_problem(j, st, 400, "urn:pm:problem:invalid-fields", "/text");
         expect_problem(j, st, 400, "urn:pm:problem:invalid-fields", "/sent_at");
@@ -457,11 +468,11 @@ int main(void)
         char err[256];
         for (int t = 0; t < 3; t++) {
             struct harness_kafka_records r = {0};
-            H_CHECKF(h, harness_kafka_read(bootstrap, topics[t], 0, 15000, &r, err,
-                                           sizeof(err)) == 0,
+            H_CHECKF(h,
+                     harness_kafka_read(bootstrap, topics[t], 0, 15000, &r, err, sizeof(err)) == 0,
                      "read %s: %s", topics[t], err);
-            H_CHECKF(h, (int)r.n == want[t], "%s holds %zu records, expected %d", topics[t],
-                     r.n, want[t]);
+            H_CHECKF(h, (int)r.n == want[t], "%s holds %zu records, expected %d", topics[t], r.n,
+                     want[t]);
             for (int i = 0; i < naccepted; i++) {
                 if (strcmp(accepted[i].topic, topics[t]) != 0)
                     continue;
@@ -473,8 +484,7 @@ int main(void)
                          refused[i]);
             if (t == 0) {
                 json_t *ce;
-                const struct harness_kafka_record *rec = find_record(&r, "msg_notification_1",
-                                                                     &ce);
+                const struct harness_kafka_record *rec = find_record(&r, "msg_notification_1", &ce);
                 if (H_CHECK(h, rec != NULL)) {
                     json_t *data = json_object_get(ce, "data");
                     check_envelope(rec, ce, "canvas.message.v1", 1);
@@ -482,8 +492,7 @@ int main(void)
                                 "2026-11-26T10:00:00Z");
                     H_CHECK_STR(h, json_string_value(json_object_get(data, "communication_id")),
                                 COMM);
-                    H_CHECK_STR(h, json_string_value(json_object_get(data, "patient_id")),
-                                PATIENT);
+                    H_CHECK_STR(h, json_string_value(json_object_get(data, "patient_id")), PATIENT);
                     H_CHECK(h, json_is_object(json_object_get(data, "change")));
                     H_CHECK_INT(h, json_object_size(data), 3);
                     json_decref(ce);
@@ -495,8 +504,7 @@ int main(void)
                 if (H_CHECK(h, rec != NULL)) {
                     json_t *data = json_object_get(ce, "data");
                     check_envelope(rec, ce, "patient.reply.v1", 1);
-                    H_CHECK_STR(h, json_string_value(json_object_get(data, "text")),
-                                "Thank you!");
+                    H_CHECK_STR(h, json_string_value(json_object_get(data, "text")), "Thank you!");
                     H_CHECK(h, json_is_string(json_object_get(data, "sent_at")));
                     json_decref(ce);
                 }
@@ -528,8 +536,7 @@ int main(void)
         H_CHECK_STR(h, json_string_value(json_object_get(j, "type")),
                     "urn:pm:problem:kafka-unavailable");
         /* PM_INGEST_ACK_TIMEOUT_MS=3000: answered close to it, not when librdkafka gives up. */
-        H_CHECKF(h, harness_now_ms() - t0 < 6000, "503 took %lld ms",
-                 harness_now_ms() - t0);
+        H_CHECKF(h, harness_now_ms() - t0 < 6000, "503 took %lld ms", harness_now_ms() - t0);
         json_decref(j);
         snprintf(url, sizeof(url), "%s/readyz", base);
         H_CHECK_INT(h, harness_http_wait(url, 503, 15000), 0);

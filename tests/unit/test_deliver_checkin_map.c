@@ -220,8 +220,7 @@ static void test_map_errors(void)
                      " {\"question_code\": \"228448000\", \"value_code\": \"LA99-9\"}]",
                      "answers[1] (question_code 228448000): code LA99-9 is not an option");
     /* What the sender put where a code belongs may be free text: it is never quoted. */
-    expect_map_error(q,
-                     "[{\"question_code\": \"228448000\", \"value_code\": \"my knee hurts\"}]",
+    expect_map_error(q, "[{\"question_code\": \"228448000\", \"value_code\": \"my knee hurts\"}]",
                      "answers[0] (question_code 228448000): code (a value that is not shown) is "
                      "not an option");
     expect_map_error(q, "[{\"link_id\": \"Pat Example's note\", \"value_string\": \"x\"}]",

@@ -310,11 +310,11 @@ static void test_noncanonical_base64(void)
     CHECK(webhook_key_decode("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", &key, err, sizeof(err)) ==
           0);
     CHECK(webhook_sig_verify(&key, 1, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330",
-                             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=", body,
-                             strlen(body), 1614265330) == WEBHOOK_SIG_OK);
+                             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=", body, strlen(body),
+                             1614265330) == WEBHOOK_SIG_OK);
     CHECK(webhook_sig_verify(&key, 1, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330",
-                             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OG=", body,
-                             strlen(body), 1614265330) == WEBHOOK_SIG_MISMATCH);
+                             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OG=", body, strlen(body),
+                             1614265330) == WEBHOOK_SIG_MISMATCH);
     /* Keys too: "AB==" has stray low bits in its last character. */
     CHECK(webhook_key_decode("whsec_AB==", &key, err, sizeof(err)) != 0);
 }
