@@ -1165,6 +1165,36 @@ int consumer_fatal(struct consumer *c, char *errstr, size_t errlen)
     return 1;
 }
 
+/* Leaves the group and destroys the handle. rd_kafka_consumer_close() can block for up to
+ * session.timeout.ms when the coordinator is unreachable (a broker stopped first): close
+ * asynchronously and give it CR_CLOSE_TIMEOUT_MS; the offsets are already committed, so skipping
+ * the goodbye only makes the group wait for our session to time out. */
+#define CR_CLOSE_TIMEOUT_MS 10000
+static void cr_close(struct consumer *c)
+{
+    rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
+    rd_kafka_error_t *e = rd_kafka_consumer_close_queue(c->rk, q);
+    int closed = 0;
+
+    if (e) {
+        log_warn("leaving the consumer group failed", LOG_S("error", rd_kafka_error_string(e)));
+        rd_kafka_error_destroy(e);
+    } else {
+        int64_t deadline = cr_now_us() + (int64_t)CR_CLOSE_TIMEOUT_MS * 1000;
+        while (!(closed = rd_kafka_consumer_closed(c->rk)) && cr_now_us() < deadline)
+            rd_kafka_queue_poll_callback(q, 100); /* serves the final rebalance callback */
+        if (!closed)
+            log_warn("leaving the consumer group timed out; the group will notice at the "
+                     "session timeout",
+                     LOG_I("duration_ms", CR_CLOSE_TIMEOUT_MS));
+    }
+    rd_kafka_queue_destroy(q);
+    if (closed)
+        rd_kafka_destroy(c->rk);
+    else
+        rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+}
+
 int consumer_stop(struct consumer *c)
 {
     int64_t deadline;
@@ -1258,8 +1288,7 @@ int consumer_stop(struct consumer *c)
     }
     pthread_mutex_unlock(&c->lock);
 
-    rd_kafka_consumer_close(c->rk);
-    rd_kafka_destroy(c->rk);
+    cr_close(c);
     free(c->workers);
     pthread_cond_destroy(&c->idle_cond);
     pthread_cond_destroy(&c->work_cond);
