@@ -614,8 +614,14 @@ struct http_server *http_server_start(const struct http_server_options *opts, ch
         MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, http_completed, srv,
         MHD_OPTION_NOTIFY_CONNECTION, http_notify_connection, srv, MHD_OPTION_CONNECTION_TIMEOUT,
         srv->opts.conn_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)(opts->conn_limit ? opts->conn_limit : 1024), MHD_OPTION_ARRAY, pool,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+        (unsigned)(opts->conn_limit ? opts->conn_limit : 1024),
+        /* 16 KiB per connection (headers and libmicrohttpd's own buffers; bodies are ours) instead
+         * of the 32 KiB default that is cleared for every keep-alive request. */
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
+        /* No SO_REUSEPORT: a second process on the same port must fail to start, not silently
+         * take half of the connections. SO_REUSEADDR (libmicrohttpd's default) still allows a
+         * quick restart. */
+        MHD_OPTION_ARRAY, pool, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!srv->daemon) {
         snprintf(errstr, errlen, "cannot listen on %s:%u (address in use or not permitted?)", host,

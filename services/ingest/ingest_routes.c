@@ -324,6 +324,29 @@ static rd_kafka_headers_t *ingest_headers(struct http_request *req)
     return h;
 }
 
+/* Serialises @p j compactly into @p buf when it fits, else into a malloc'd buffer.
+ * @returns the text (NUL-terminated; buf or malloc'd) and its length, or NULL. */
+static char *ingest_dump(const json_t *j, char *buf, size_t size, size_t *len)
+{
+    size_t n = json_dumpb(j, buf, size - 1, JSON_COMPACT);
+    char *big;
+    if (n == 0)
+        return NULL;
+    if (n < size) {
+        buf[n] = '\0';
+        *len = n;
+        return buf;
+    }
+    big = malloc(n + 1);
+    if (!big || json_dumpb(j, big, n, JSON_COMPACT) != n) {
+        free(big);
+        return NULL;
+    }
+    big[n] = '\0';
+    *len = n;
+    return big;
+}
+
 static enum http_result ingest_post(struct http_request *req, void *arg)
 {
     struct ingest_app *app = arg;
@@ -335,8 +358,9 @@ static enum http_result ingest_post(struct http_request *req, void *arg)
     json_t *body = NULL, *pb = NULL, *ce = NULL;
     unsigned char fp[16];
     const char *raw, *topic;
+    char stackbuf[4096]; /* most events fit: no allocation for the serialised record */
     char *value = NULL;
-    size_t len;
+    size_t len, value_len = 0;
     rd_kafka_resp_err_t err;
     enum http_result res = HTTP_HANDLED;
 
@@ -408,7 +432,7 @@ static enum http_result ingest_post(struct http_request *req, void *arg)
         ce = cloudevent_new(r->event_id, "pm-ingest", ev.type, ev.time, subject, ev.data);
         ev.data = NULL; /* owned by ce now */
     }
-    value = ce ? json_dumps(ce, JSON_COMPACT) : NULL;
+    value = ce ? ingest_dump(ce, stackbuf, sizeof(stackbuf), &value_len) : NULL;
     if (!value) {
         if (r->client_id)
             ingest_dedup_abort(app->dedup, r->event_id);
@@ -418,7 +442,7 @@ static enum http_result ingest_post(struct http_request *req, void *arg)
     /* A body within PM_INGEST_MAX_BODY_BYTES can still make a record Kafka refuses (the envelope
      * adds a few hundred bytes): say so now, rather than a 503 that no retry could cure. The 512
      * bytes cover the key, headers and record overhead. */
-    if (strlen(value) + strlen(ev.patient_id) + 512 > app->max_record_bytes) {
+    if (value_len + strlen(ev.patient_id) + 512 > app->max_record_bytes) {
         char detail[160];
         if (r->client_id)
             ingest_dedup_abort(app->dedup, r->event_id);
@@ -435,7 +459,7 @@ static enum http_result ingest_post(struct http_request *req, void *arg)
     snprintf(r->retry_after, sizeof(r->retry_after), "%d", cfg->ack_timeout_ms >= 5000 ? 5 : 1);
     http_request_suspend(req);
     err = kafka_producer_send(app->producer, topic, ev.patient_id, strlen(ev.patient_id), value,
-                              strlen(value), ingest_headers(req), ingest_on_ack, r);
+                              value_len, ingest_headers(req), ingest_on_ack, r);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         if (r->client_id)
             ingest_dedup_abort(app->dedup, r->event_id);
@@ -455,7 +479,8 @@ static enum http_result ingest_post(struct http_request *req, void *arg)
     res = HTTP_SUSPENDED;
 
 out:
-    free(value);
+    if (value != stackbuf)
+        free(value);
     json_decref(ce);
     json_decref(ev.data);
     json_decref(pb);

@@ -205,13 +205,14 @@ static void signatures(void)
     snprintf(bad, sizeof(bad), "V1,%s", sig + 3);
     SIGCASE("version in upper case", "sig-V1", .sig = bad);
     {
-        /* 400 entries, none of them right: a header of ~19 KB. */
+        /* 200 entries, none of them right: a header of ~9.6 KB, within the 16 KiB a connection
+         * may use for its headers (a larger header block gets libmicrohttpd's 431). */
         static char many[20000];
         size_t off = 0;
-        for (int i = 0; i < 400; i++)
+        for (int i = 0; i < 200; i++)
             off += (size_t)snprintf(many + off, sizeof(many) - off, "%sv1,%s", i ? " " : "",
                                     "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
-        SIGCASE("400 wrong v1 entries", "sig-many", .sig = many);
+        SIGCASE("200 wrong v1 entries", "sig-many", .sig = many);
     }
     {
         /* Signed over the compact body, sent with a trailing newline. */
