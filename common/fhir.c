@@ -225,15 +225,23 @@ static int fhir_code_loggable(const char *c)
 static void fhir_outcome_text(const struct http_reply *r, char *msg, size_t msglen, char *code,
                               size_t codelen)
 {
+    code[0] = '\0';
+    if (r->body && r->body_len)
+        fhir_outcome_describe(r->body, r->body_len, msg, msglen, code, codelen);
+}
+
+void fhir_outcome_describe(const char *body, size_t len, char *msg, size_t msglen, char *code,
+                           size_t codelen)
+{
     json_t *oo = NULL, *issue;
     size_t i, used = strlen(msg);
     int first = 1;
     const char *rt = NULL;
 
     code[0] = '\0';
-    if (!r->body || !r->body_len)
+    if (used >= msglen)
         return;
-    oo = json_loadb(r->body, r->body_len, 0, NULL);
+    oo = json_loadb(body, len, 0, NULL);
     if (json_unpack(oo, "{s:s}", "resourceType", &rt) != 0 || strcmp(rt, "OperationOutcome") != 0)
         goto out;
     json_array_foreach(json_object_get(oo, "issue"), i, issue)
@@ -671,10 +679,9 @@ json_t *fhir_search(struct fhir_client *f, const char *type, const char *query,
 {
     struct fhir_error local;
     struct http_reply r = {0};
-    json_t *bundle = NULL, *entries, *entry, *ret = NULL, *list = NULL;
-    const char *rt = NULL;
+    json_t *ret = NULL;
     char *url = NULL;
-    size_t len, i;
+    size_t len;
 
     if (!err)
         err = &local;
@@ -696,23 +703,35 @@ json_t *fhir_search(struct fhir_client *f, const char *type, const char *query,
     if (fhir_exchange(f, "GET", type, NULL, url, NULL, &r, err) != 0)
         goto out;
 
-    bundle = json_loadb(r.body, r.body_len, 0, NULL);
-    if (json_unpack(bundle, "{s:s}", "resourceType", &rt) != 0 || strcmp(rt, "Bundle") != 0) {
-        fhir_error_shape(err, &r, "GET", type, NULL, "answer is not a Bundle");
-        goto out;
+    {
+        const char *why = NULL;
+        ret = fhir_bundle_resources(r.body, r.body_len, &why);
+        if (!ret)
+            fhir_error_shape(err, &r, "GET", type, NULL, why);
     }
-    list = json_array();
-    if (!list) {
-        fhir_error_local(err, "GET", type, "out of memory");
-        err->kind = FHIR_TRANSIENT;
+
+out:
+    http_reply_free(&r);
+    free(url);
+    return ret;
+}
+
+json_t *fhir_bundle_resources(const char *body, size_t len, const char **why)
+{
+    json_t *bundle = json_loadb(body, len, 0, NULL), *entries, *entry, *list = NULL;
+    const char *rt = NULL;
+    size_t i;
+
+    *why = "answer is not a Bundle";
+    if (json_unpack(bundle, "{s:s}", "resourceType", &rt) != 0 || strcmp(rt, "Bundle") != 0)
         goto out;
-    }
     /* Canvas leaves out "entry" (and "link") altogether when nothing matched. */
     entries = json_object_get(bundle, "entry");
     if (entries && !json_is_array(entries)) {
-        fhir_error_shape(err, &r, "GET", type, NULL, "Bundle entry is not an array");
+        *why = "Bundle entry is not an array";
         goto out;
     }
+    list = json_array();
     json_array_foreach(entries, i, entry)
     {
         json_t *res = json_object_get(entry, "resource");
@@ -721,21 +740,16 @@ json_t *fhir_search(struct fhir_client *f, const char *type, const char *query,
         json_unpack(entry, "{s:{s:s}}", "search", "mode", &mode);
         if (!json_is_object(res) || (mode && strcmp(mode, "outcome") == 0))
             continue;
-        if (json_array_append(list, res) != 0) {
-            fhir_error_local(err, "GET", type, "out of memory");
-            err->kind = FHIR_TRANSIENT;
+        if (!list || json_array_append(list, res) != 0) {
+            *why = "out of memory";
+            json_decref(list);
+            list = NULL;
             goto out;
         }
     }
-    ret = list;
-    list = NULL; /* owned by the caller now */
-
 out:
-    json_decref(list);
     json_decref(bundle);
-    http_reply_free(&r);
-    free(url);
-    return ret;
+    return list;
 }
 
 int fhir_create(struct fhir_client *f, const char *type, const json_t *resource, char *id_out,

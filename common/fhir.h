@@ -64,6 +64,21 @@ json_t *fhir_search(struct fhir_client *f, const char *type, const char *query,
 int fhir_create(struct fhir_client *f, const char *type, const json_t *resource, char *id_out,
                 size_t idlen, struct fhir_error *err);
 
+/**
+ * @brief The resources of a search Bundle's entries (search.mode "outcome" entries left out);
+ *        a Bundle without "entry" — Canvas's empty result — gives an empty array.
+ * @returns a new array, or NULL with a constant reason in @p why when @p body is not a Bundle.
+ */
+json_t *fhir_bundle_resources(const char *body, size_t len, const char **why);
+
+/**
+ * @brief Append an OperationOutcome's issues (" <code>: <details.text>", "; "-separated) to the
+ *        NUL-terminated @p msg (of @p msglen bytes); the first issue code made only of a-z, '-'
+ *        and '_' goes to @p code. Anything that is not an OperationOutcome appends nothing.
+ */
+void fhir_outcome_describe(const char *body, size_t len, char *msg, size_t msglen, char *code,
+                           size_t codelen);
+
 /** @returns how many token requests this client has made (metrics, tests). */
 long fhir_token_requests(struct fhir_client *f);
 
