@@ -1060,8 +1060,10 @@ struct consumer *consumer_start(struct consumer_options *opts, char *errstr, siz
     c->o.conf = NULL;
     if (c->o.max_in_flight < 1)
         c->o.max_in_flight = 1;
+    /* Records waiting in memory cost their message (~1-2 KB) each: enough of them that a
+     * resume (librdkafka refetches 0.5-1 s after it) never starves the workers. */
     if (c->o.max_buffered <= 0)
-        c->o.max_buffered = 16 * c->o.max_in_flight;
+        c->o.max_buffered = 16 * c->o.max_in_flight < 2048 ? 2048 : 16 * c->o.max_in_flight;
     c->rand_state = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)c;
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->work_cond, NULL);

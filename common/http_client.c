@@ -10,7 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #define HTTP_BODY_MAX        (8u * 1024 * 1024) /* larger answers fail as "response too large" */
 #define HTTP_HEADERS_MAX     (256u * 1024)      /* the final answer's header block */
@@ -46,6 +49,13 @@ struct http_easy_slot {
 
 struct http_client {
     CURLM *multi;
+    /* The client thread waits on epoll for exactly the sockets curl asks for (its socket
+     * callback) and on an eventfd that callers write to hand over new calls. curl only looks at
+     * the sockets that are ready (curl_multi_socket_action), so hundreds of calls in flight cost
+     * nothing while they wait. */
+    int epfd;
+    int wakefd;
+    int64_t timer_at_ms; /* when curl wants its timeout action; -1 none (client thread only) */
     pthread_t thread;
     int thread_started;
     long timeout_ms;
@@ -154,14 +164,81 @@ static void http_active_unlink(struct http_client *c, struct http_xfer *x)
     x->next = x->prev = NULL;
 }
 
+static int64_t http_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* curl's socket callback: keep epoll watching what curl wants on @p s. */
+static int http_on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    struct http_client *c = userp;
+    struct epoll_event ev;
+    (void)easy;
+
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(c->epfd, EPOLL_CTL_DEL, s, NULL);
+        curl_multi_assign(c->multi, s, NULL);
+        return 0;
+    }
+    memset(&ev, 0, sizeof(ev));
+    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0);
+    ev.data.fd = s;
+    if (socketp) {
+        epoll_ctl(c->epfd, EPOLL_CTL_MOD, s, &ev);
+    } else {
+        if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, s, &ev) != 0)
+            epoll_ctl(c->epfd, EPOLL_CTL_MOD, s, &ev); /* a reused descriptor */
+        curl_multi_assign(c->multi, s, c);
+    }
+    return 0;
+}
+
+/* curl's timer callback: when to call curl_multi_socket_action(CURL_SOCKET_TIMEOUT). */
+static int http_on_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct http_client *c = userp;
+    (void)multi;
+    c->timer_at_ms = timeout_ms < 0 ? -1 : http_mono_ms() + timeout_ms;
+    return 0;
+}
+
+static void http_wake(struct http_client *c)
+{
+    uint64_t one = 1;
+    ssize_t n = write(c->wakefd, &one, sizeof(one));
+    (void)n; /* a full counter already means "awake" */
+}
+
+static void http_finish_done(struct http_client *c)
+{
+    CURLMsg *msg;
+    int queued;
+    while ((msg = curl_multi_info_read(c->multi, &queued)) != NULL) {
+        char *priv = NULL;
+        struct http_xfer *x;
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        CURL *easy = msg->easy_handle;
+        CURLcode result = msg->data.result; /* msg is invalid after remove_handle */
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
+        x = (struct http_xfer *)(void *)priv;
+        curl_multi_remove_handle(c->multi, easy);
+        http_active_unlink(c, x);
+        http_xfer_complete(c, x, result, 0);
+    }
+}
+
 static void *http_client_run(void *arg)
 {
     struct http_client *c = arg;
+    struct epoll_event events[64];
 
     for (;;) {
         struct http_xfer *batch, *x, *next;
-        int stopping, running = 0, queued;
-        CURLMsg *msg;
+        int stopping, running = 0, n, wait_ms = HTTP_POLL_MS;
 
         pthread_mutex_lock(&c->lock);
         stopping = c->stopping;
@@ -184,21 +261,32 @@ static void *http_client_run(void *arg)
         if (stopping)
             break;
 
-        curl_multi_perform(c->multi, &running);
-        while ((msg = curl_multi_info_read(c->multi, &queued)) != NULL) {
-            char *priv = NULL;
-            if (msg->msg != CURLMSG_DONE)
-                continue;
-            CURL *easy = msg->easy_handle;
-            CURLcode result = msg->data.result; /* msg is invalid after remove_handle */
-            curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
-            x = (struct http_xfer *)(void *)priv;
-            curl_multi_remove_handle(c->multi, easy);
-            http_active_unlink(c, x);
-            http_xfer_complete(c, x, result, 0);
+        if (c->timer_at_ms >= 0) {
+            int64_t left = c->timer_at_ms - http_mono_ms();
+            wait_ms = left <= 0 ? 0 : left < HTTP_POLL_MS ? (int)left : HTTP_POLL_MS;
         }
-        /* Returns on activity, on curl's own timers, or on curl_multi_wakeup from a caller. */
-        curl_multi_poll(c->multi, NULL, 0, HTTP_POLL_MS, NULL);
+        n = epoll_wait(c->epfd, events, 64, wait_ms);
+        for (int i = 0; i < n; i++) {
+            int fd = events[i].data.fd, flags = 0;
+            if (fd == c->wakefd) {
+                uint64_t v;
+                ssize_t r = read(c->wakefd, &v, sizeof(v));
+                (void)r;
+                continue;
+            }
+            if (events[i].events & EPOLLIN)
+                flags |= CURL_CSELECT_IN;
+            if (events[i].events & EPOLLOUT)
+                flags |= CURL_CSELECT_OUT;
+            if (events[i].events & (EPOLLERR | EPOLLHUP))
+                flags |= CURL_CSELECT_ERR;
+            curl_multi_socket_action(c->multi, fd, flags, &running);
+        }
+        if (c->timer_at_ms >= 0 && http_mono_ms() >= c->timer_at_ms) {
+            c->timer_at_ms = -1;
+            curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        }
+        http_finish_done(c);
     }
 
     /* Stopping: calls still in progress fail; their callers recycle the easy handles. */
@@ -233,6 +321,7 @@ struct http_client *http_client_new(const struct http_client_options *opts, char
         snprintf(errstr, errlen, "out of memory");
         goto fail;
     }
+    c->epfd = c->wakefd = -1;
     c->timeout_ms = opts->timeout_ms ? opts->timeout_ms : HTTP_DEFAULT_TIMEOUT;
     c->connect_timeout_ms = opts->connect_timeout_ms;
     if (!c->connect_timeout_ms)
@@ -258,6 +347,24 @@ struct http_client *http_client_new(const struct http_client_options *opts, char
     }
     curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS,
                       opts->max_connections ? opts->max_connections : HTTP_DEFAULT_CONNS);
+    c->timer_at_ms = -1;
+    c->epfd = epoll_create1(EPOLL_CLOEXEC);
+    c->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (c->epfd < 0 || c->wakefd < 0) {
+        snprintf(errstr, errlen, "cannot create the HTTP client's epoll or eventfd");
+        goto fail;
+    }
+    {
+        struct epoll_event ev;
+        memset(&ev, 0, sizeof(ev));
+        ev.events = EPOLLIN;
+        ev.data.fd = c->wakefd;
+        epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->wakefd, &ev);
+    }
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, http_on_socket);
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
+    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, http_on_timer);
+    curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
 
     if (opts->metrics) {
         static const char *const req_labels[] = {"target", "status", NULL};
@@ -291,6 +398,10 @@ fail:
     if (c) {
         if (c->multi)
             curl_multi_cleanup(c->multi);
+        if (c->epfd >= 0)
+            close(c->epfd);
+        if (c->wakefd >= 0)
+            close(c->wakefd);
         if (locks) {
             pthread_cond_destroy(&c->idle);
             pthread_mutex_destroy(&c->lock);
@@ -538,8 +649,8 @@ int http_client_do(struct http_client *c, const struct http_call *call, struct h
         c->pending_tail = &x;
     }
     pthread_mutex_unlock(&c->lock);
-    /* The multi handle lives until every caller has left (http_client_free waits for them). */
-    curl_multi_wakeup(c->multi);
+    /* The client lives until every caller has left (http_client_free waits for them). */
+    http_wake(c);
 
     pthread_mutex_lock(&c->lock);
     while (!x.done)
@@ -690,7 +801,7 @@ void http_client_free(struct http_client *c)
     c->stopping = 1;
     pthread_mutex_unlock(&c->lock);
     if (c->thread_started) {
-        curl_multi_wakeup(c->multi);
+        http_wake(c);
         pthread_join(c->thread, NULL);
     }
     /* Every waiting call has been failed; wait until their threads have left http_client_do
@@ -707,6 +818,8 @@ void http_client_free(struct http_client *c)
         free(s);
     }
     curl_multi_cleanup(c->multi);
+    close(c->epfd);
+    close(c->wakefd);
     pthread_cond_destroy(&c->idle);
     pthread_mutex_destroy(&c->lock);
     free(c);
