@@ -1,6 +1,8 @@
 /* JSON-lines logger: one write(2) per line, allow-listed field names only (see log.h). */
 #include "log.h"
 
+#include "utf8.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -98,38 +100,6 @@ int log_enabled(enum log_level level)
     return level <= log_min;
 }
 
-/* Length of the well-formed UTF-8 sequence at @p p (RFC 3629: no overlongs, no surrogates),
- * or 0 when it is not one. Reads stop at the first non-continuation byte, so never past NUL. */
-static size_t log_utf8_len(const unsigned char *p)
-{
-    unsigned char c = p[0];
-    size_t n;
-    unsigned char lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
-
-    if (c >= 0xc2 && c <= 0xdf)
-        n = 2;
-    else if (c >= 0xe0 && c <= 0xef)
-        n = 3;
-    else if (c >= 0xf0 && c <= 0xf4)
-        n = 4;
-    else
-        return 0;
-    if (c == 0xe0)
-        lo = 0xa0;
-    else if (c == 0xed)
-        hi = 0x9f;
-    else if (c == 0xf0)
-        lo = 0x90;
-    else if (c == 0xf4)
-        hi = 0x8f;
-    if (p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if (p[i] < 0x80 || p[i] > 0xbf)
-            return 0;
-    return n;
-}
-
 /* Appends @p s JSON-escaped. Returns the new length, never past @p cap - 1. Bytes that are not
  * UTF-8 (a URL-decoded path can hold any) become U+FFFD so that the line stays valid JSON. */
 static size_t log_put_escaped(char *buf, size_t len, size_t cap, const char *s)
@@ -151,7 +121,7 @@ static size_t log_put_escaped(char *buf, size_t len, size_t cap, const char *s)
             buf[len++] = hex[c >> 4];
             buf[len++] = hex[c & 15];
         } else if (c >= 0x80) {
-            size_t n = log_utf8_len(p);
+            size_t n = utf8_decode(p, (size_t)-1, NULL);
             if (n == 0) {
                 memcpy(buf + len, "\\ufffd", 6);
                 len += 6;

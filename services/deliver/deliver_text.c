@@ -1,6 +1,8 @@
 /* pm-deliver text: Canvas message HTML to plain text; the webhook, Twilio and SendGrid bodies. */
 #include "deliver.h"
 
+#include "utf8.h"
+
 #include <curl/curl.h>
 #include <limits.h>
 #include <stdint.h>
@@ -106,43 +108,6 @@ static char *text_buf_take(struct text_buf *b)
 
 /* ---- UTF-8 ---- */
 
-/* Length of the valid UTF-8 sequence at @p s (at most @p len bytes) with its code point in
- * @p cp, or 0 when the bytes are not UTF-8 (overlong forms, surrogates, past U+10FFFF). */
-static size_t utf8_seq(const unsigned char *s, size_t len, uint32_t *cp)
-{
-    size_t n;
-    uint32_t v;
-
-    if (s[0] < 0x80) {
-        *cp = s[0];
-        return 1;
-    }
-    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-        n = 2;
-        v = s[0] & 0x1fu;
-    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-        n = 3;
-        v = s[0] & 0x0fu;
-    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-        n = 4;
-        v = s[0] & 0x07u;
-    } else {
-        return 0;
-    }
-    if (len < n)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        v = (v << 6) | (s[i] & 0x3fu);
-    }
-    if ((n == 3 && v < 0x800) || (n == 4 && (v < 0x10000 || v > 0x10ffff)) ||
-        (v >= 0xd800 && v <= 0xdfff))
-        return 0;
-    *cp = v;
-    return n;
-}
-
 /* Bytes taken by the first @p max characters of @p s: a valid UTF-8 sequence is one character,
  * as is each byte that is not UTF-8 (the way Twilio and the sandbox count). */
 static size_t utf8_prefix(const char *s, size_t len, size_t max)
@@ -152,7 +117,7 @@ static size_t utf8_prefix(const char *s, size_t len, size_t max)
     uint32_t cp;
 
     while (i < len && chars < max) {
-        size_t n = utf8_seq(p + i, len - i, &cp);
+        size_t n = utf8_decode(p + i, len - i, &cp);
         i += n ? n : 1;
         chars++;
     }
@@ -460,7 +425,7 @@ static void conv_bytes(struct html_conv *c, const char *s, size_t i, size_t end)
 
     while (i < end) {
         uint32_t cp;
-        size_t k = utf8_seq(u + i, end - i, &cp);
+        size_t k = utf8_decode(u + i, end - i, &cp);
         if (!k) {
             cp = CP_REPLACEMENT;
             k = 1;
@@ -524,7 +489,7 @@ static void conv_link_open(struct html_conv *c, const char *v, size_t vlen)
         uint32_t cp;
         size_t k = v[i] == '&' ? entity_parse(v, vlen, i, &cp) : 0;
         if (!k)
-            k = utf8_seq((const unsigned char *)v + i, vlen - i, &cp);
+            k = utf8_decode((const unsigned char *)v + i, vlen - i, &cp);
         /* White space, controls or bytes that are not UTF-8 mean it is not a URL to show. */
         if (!k || cp <= ' ' || cp == 0x7f || cp == 0xa0 || cp == CP_REPLACEMENT) {
             free(url.p);
@@ -938,7 +903,7 @@ char *deliver_html_to_text(const char *content)
             }
         } else if ((unsigned char)ch >= 0x80) {
             uint32_t cp;
-            size_t k = utf8_seq((const unsigned char *)content + i, n - i, &cp);
+            size_t k = utf8_decode((const unsigned char *)content + i, n - i, &cp);
             conv_char(&c, k ? cp : CP_REPLACEMENT);
             i += k ? k : 1;
             continue;

@@ -1,6 +1,8 @@
 /* pm-sandbox helpers: target names, random ids, clocks, form and query encoding, UTF-8 handling. */
 #include "sandbox.h"
 
+#include "utf8.h"
+
 #include <curl/curl.h>
 #include <microhttpd.h>
 #include <openssl/rand.h>
@@ -145,47 +147,13 @@ int sandbox_query_append(char *buf, size_t cap, const char *name, const char *va
     return 0;
 }
 
-/* Length of the valid UTF-8 sequence at @p s (at most @p len bytes), or 0 when invalid. */
-static size_t sandbox_utf8_seq(const unsigned char *s, size_t len)
-{
-    size_t n;
-    unsigned cp;
-
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-        n = 2;
-        cp = s[0] & 0x1f;
-    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-        n = 3;
-        cp = s[0] & 0x0f;
-    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-        n = 4;
-        cp = s[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if (len < n)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    /* Overlong forms, surrogates and values past U+10FFFF are not UTF-8. */
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return n;
-}
-
 size_t sandbox_utf8_chars(const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0, chars = 0;
 
     while (i < len) {
-        size_t n = sandbox_utf8_seq(p + i, len - i);
+        size_t n = utf8_decode(p + i, len - i, NULL);
         i += n ? n : 1;
         chars++;
     }
@@ -206,7 +174,7 @@ json_t *sandbox_json_string_lossy(const char *s, size_t len)
     if (!buf)
         return json_string("");
     while (i < len) {
-        size_t n = p[i] ? sandbox_utf8_seq(p + i, len - i) : 0;
+        size_t n = p[i] ? utf8_decode(p + i, len - i, NULL) : 0;
         if (n) {
             memcpy(buf + o, p + i, n);
             o += n;
