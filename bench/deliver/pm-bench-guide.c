@@ -195,11 +195,10 @@ static int guide_handle(struct guide_http *h, const struct guide_event *ev, stru
         goto out;
 
     t0 = guide_now_s();
-    if (deliver_message_check(comm, ev->patient_id, &msg, &reason) != 0) {
+    if (deliver_message_check(comm, ev->patient_id, &msg, &reason, &text) != 0) {
         rc = 0; /* skipped: nothing to send (the benchmark's data has none) */
         goto out;
     }
-    text = deliver_html_to_text(msg.content);
     body = text ? deliver_webhook_body(&msg, text, NULL, 0) : NULL;
     s = body ? json_dumps(body, JSON_COMPACT) : NULL;
     ts = (long long)time(NULL);

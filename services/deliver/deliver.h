@@ -126,12 +126,16 @@ struct deliver_message {
  * @brief Apply the SPEC §6 skip rules to a Communication for @p patient_id: the sender must be a
  *        Practitioner, a recipient must be Patient/@p patient_id, the status must not be
  *        preparation (draft) or in-progress (scheduled), and there must be text content.
+ *        The emptiness test converts the content to text (deliver_html_to_text); when @p text is
+ *        not NULL that text is handed out instead of being thrown away, so that the caller does
+ *        not convert the same HTML twice.
  * @returns 0 with @p msg filled (deliver it), 1 when it must be skipped (@p reason is a constant
  *          such as "draft" or "sender is not a practitioner"), -1 when the resource is malformed
- *          (@p reason says how).
+ *          (@p reason says how). @p text (may be NULL) is set to the malloc'd plain text on 0
+ *          (the caller frees it; NULL only when out of memory) and to NULL otherwise.
  */
 int deliver_message_check(const json_t *communication, const char *patient_id,
-                          struct deliver_message *msg, const char **reason);
+                          struct deliver_message *msg, const char **reason, char **text);
 
 /**
  * @brief The clinic webhook body: {"type":"patient.message.v1","communication_id","patient_id",

@@ -348,7 +348,7 @@ void deliver_message_handle(void *arg, struct consumer_event *ev, struct consume
     } else {
         m.st->comm = json_incref(comm);
     }
-    rc = deliver_message_check(comm, patient_id, &m.msg, &reason);
+    rc = deliver_message_check(comm, patient_id, &m.msg, &reason, &m.text);
     if (rc != 0) {
         if (rc < 0) {
             out->verdict = embedded ? CONSUMER_INVALID : CONSUMER_PERMANENT;
@@ -368,7 +368,6 @@ void deliver_message_handle(void *arg, struct consumer_event *ev, struct consume
         out->label = "skipped";
         goto out;
     }
-    m.text = deliver_html_to_text(m.msg.content);
     m.html = deliver_is_html(m.msg.content) ? m.msg.content : NULL;
     if (!m.text) {
         out->verdict = CONSUMER_RETRY;

@@ -348,7 +348,7 @@ static int recipient_is_patient(const json_t *comm, const char *patient_id)
  * refuses an empty Body.
  */
 int deliver_message_check(const json_t *communication, const char *patient_id,
-                          struct deliver_message *msg, const char **reason)
+                          struct deliver_message *msg, const char **reason, char **text_out)
 {
     const char *unused, *type, *ref, *status, *sent, *content;
     const json_t *payload;
@@ -356,6 +356,8 @@ int deliver_message_check(const json_t *communication, const char *patient_id,
     if (!reason)
         reason = &unused;
     *reason = NULL;
+    if (text_out)
+        *text_out = NULL;
     if (!msg) {
         *reason = "no message to fill";
         return -1;
@@ -411,12 +413,15 @@ int deliver_message_check(const json_t *communication, const char *patient_id,
         /* Out of memory here is not a verdict on the message: deliver, and let the caller's
          * own conversion fail and retry. */
         char *text = deliver_html_to_text(content);
-        int empty = text && !*text;
-        free(text);
-        if (empty) {
+        if (text && !*text) {
+            free(text);
             *reason = "no text content";
             return 1;
         }
+        if (text_out)
+            *text_out = text; /* owned by the caller now */
+        else
+            free(text);
     }
     msg->content = content;
 

@@ -21,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (!j)
         return 0;
-    rc = deliver_message_check(j, "b3084f7e884e4af2b7e23b1dca494abd", &msg, &reason);
+    rc = deliver_message_check(j, "b3084f7e884e4af2b7e23b1dca494abd", &msg, &reason, NULL);
     if (rc != 0 && !reason)
         abort(); /* a skip or a rejection always says why */
     if (rc == 0 && (!msg.content || !msg.communication_id[0]))

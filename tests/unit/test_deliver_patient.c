@@ -343,7 +343,7 @@ static json_t *staff_with(const char *key, const char *value)
         json_t *c_ = (comm);                                                                       \
         struct deliver_message m_;                                                                 \
         const char *r_ = "unset";                                                                  \
-        CHECK_INT(deliver_message_check(c_, PATIENT_ID, &m_, &r_), rc);                            \
+        CHECK_INT(deliver_message_check(c_, PATIENT_ID, &m_, &r_, NULL), rc);                      \
         if (why)                                                                                   \
             CHECK_STR(r_, (const char *)(why));                                                    \
         else                                                                                       \
@@ -360,7 +360,7 @@ static void test_message_check(void)
 
     /* The HTML staff message is delivered. */
     c = example("communication_staff_to_patient_html");
-    CHECK_INT(deliver_message_check(c, PATIENT_ID, &m, &reason), 0);
+    CHECK_INT(deliver_message_check(c, PATIENT_ID, &m, &reason, NULL), 0);
     CHECK(reason == NULL);
     CHECK_STR(m.communication_id, "8f2b1c7e-5d4a-4b3e-9c1f-2a6d7e8f9a0b");
     CHECK_STR(m.patient_id, PATIENT_ID);
@@ -374,7 +374,8 @@ static void test_message_check(void)
     {
         /* The patient's own message: recipient is a practitioner, sender the patient. */
         json_t *pc = example("communication_patient_to_staff");
-        CHECK_INT(deliver_message_check(pc, "43f1418bae9c41919203e0006761067c", &m, &reason), 1);
+        CHECK_INT(deliver_message_check(pc, "43f1418bae9c41919203e0006761067c", &m, &reason, NULL),
+                  1);
         CHECK_STR(reason, "sender is not a practitioner");
         json_decref(pc);
     }
@@ -384,7 +385,7 @@ static void test_message_check(void)
     /* Canvas Bot is a practitioner: its messages go out. */
     c = staff_with("sender", "{\"reference\":\"Practitioner/" CANVAS_BOT "\","
                              "\"type\":\"Practitioner\"}");
-    CHECK_INT(deliver_message_check(c, PATIENT_ID, &m, &reason), 0);
+    CHECK_INT(deliver_message_check(c, PATIENT_ID, &m, &reason, NULL), 0);
     CHECK_STR(m.practitioner_id, CANVAS_BOT);
     json_decref(c);
 
@@ -423,7 +424,7 @@ static void test_message_check(void)
 
     /* sent is optional. */
     c = staff_with("sent", NULL);
-    CHECK_INT(deliver_message_check(c, PATIENT_ID, &m, &reason), 0);
+    CHECK_INT(deliver_message_check(c, PATIENT_ID, &m, &reason, NULL), 0);
     CHECK_STR(m.sent, "");
     json_decref(c);
 
@@ -442,11 +443,36 @@ static void test_message_check(void)
     long_id[65] = '"'; /* 64 characters: the longest FHIR id fits */
     long_id[66] = '\0';
     VERDICT_IS(staff_with("id", long_id), 0, NULL);
-    CHECK_INT(deliver_message_check(NULL, PATIENT_ID, &m, &reason), -1);
+    CHECK_INT(deliver_message_check(NULL, PATIENT_ID, &m, &reason, NULL), -1);
     c = example("communication_staff_to_patient_html");
-    CHECK_INT(deliver_message_check(c, NULL, &m, &reason), -1);
+    CHECK_INT(deliver_message_check(c, NULL, &m, &reason, NULL), -1);
     CHECK_STR(reason, "patient id is not a FHIR id");
-    CHECK_INT(deliver_message_check(c, PATIENT_ID, &m, NULL), 0);
+    CHECK_INT(deliver_message_check(c, PATIENT_ID, &m, NULL, NULL), 0);
+    {
+        /* The text the check converted is handed out: the same as a conversion of its own. */
+        char *text = (char *)"unset", *again = deliver_html_to_text(m.content);
+        CHECK_INT(deliver_message_check(c, PATIENT_ID, &m, &reason, &text), 0);
+        CHECK(text != NULL && again != NULL);
+        if (text && again)
+            CHECK_STR(text, again);
+        free(text);
+        free(again);
+        /* Nothing is handed out for a skip or a malformed resource. */
+        text = (char *)"unset";
+        CHECK_INT(deliver_message_check(c, "someoneelse", &m, &reason, &text), 1);
+        CHECK(text == NULL);
+        text = (char *)"unset";
+        CHECK_INT(deliver_message_check(c, NULL, &m, &reason, &text), -1);
+        CHECK(text == NULL);
+    }
+    json_decref(c);
+    c = staff_with("payload", "[{\"contentString\":\"<p><br></p>\"}]");
+    {
+        char *text = (char *)"unset";
+        CHECK_INT(deliver_message_check(c, PATIENT_ID, &m, &reason, &text), 1);
+        CHECK_STR(reason, "no text content");
+        CHECK(text == NULL);
+    }
     json_decref(c);
 }
 

@@ -422,8 +422,8 @@ static void test_webhook_body(void)
     const char *reason = "unset";
     char *text;
 
-    CHECK_INT(deliver_message_check(c, "b3084f7e884e4af2b7e23b1dca494abd", &msg, &reason), 0);
-    text = deliver_html_to_text(msg.content);
+    CHECK_INT(deliver_message_check(c, "b3084f7e884e4af2b7e23b1dca494abd", &msg, &reason, &text),
+              0);
     memset(people, 0, sizeof(people));
     people[0].is_contact = 1;
     snprintf(people[0].relationship, sizeof(people[0].relationship), "ARI");
