@@ -267,6 +267,21 @@ static void test_tokens(void)
     sandbox_tokens_counts(t, &issued, &expired);
     CHECK_INT(issued, 2);
     CHECK_INT(expired, 2);
+
+    /* Past the pruning threshold live tokens stay valid and expired ones stay invalid, however
+     * many are issued (a token per call, as Canvas's guide protocol does). */
+    {
+        char first_short[64], first_long[64], tok[64];
+        sandbox_tokens_issue(t, 1, now, first_short, sizeof(first_short));
+        sandbox_tokens_issue(t, 36000, now, first_long, sizeof(first_long));
+        for (int i = 0; i < 20000; i++)
+            sandbox_tokens_issue(t, i % 2 ? 1 : 36000, now + 2 + i / 1000, tok, sizeof(tok));
+        CHECK(sandbox_tokens_valid(t, first_long, now + 30));
+        CHECK(!sandbox_tokens_valid(t, first_short, now + 30));
+        CHECK(sandbox_tokens_valid(t, tok, now + 21)); /* the last: 1 s from now + 21 */
+        sandbox_tokens_counts(t, &issued, &expired);
+        CHECK_INT(issued, 20004);
+    }
     sandbox_tokens_free(t);
 }
 

@@ -20,6 +20,7 @@
 struct sandbox_tokens {
     pthread_mutex_t lock;
     json_t *by_token; /* {"<token>": expiry in unix seconds} */
+    size_t prune_at;  /* size at which the next issue walks the table for expired tokens */
     long issued;
     long expired;
 };
@@ -34,6 +35,7 @@ struct sandbox_tokens *sandbox_tokens_new(void)
         free(t);
         return NULL;
     }
+    t->prune_at = SANDBOX_TOKEN_PRUNE_AT;
     pthread_mutex_init(&t->lock, NULL);
     return t;
 }
@@ -54,7 +56,7 @@ void sandbox_tokens_issue(struct sandbox_tokens *t, long ttl_s, time_t now, char
 
     sandbox_random_alnum(token, SANDBOX_TOKEN_CHARS);
     pthread_mutex_lock(&t->lock);
-    if (json_object_size(t->by_token) >= SANDBOX_TOKEN_PRUNE_AT) {
+    if (json_object_size(t->by_token) >= t->prune_at) {
         const char *key;
         json_t *exp, *tmp;
         json_object_foreach_safe(t->by_token, tmp, key, exp)
@@ -62,6 +64,11 @@ void sandbox_tokens_issue(struct sandbox_tokens *t, long ttl_s, time_t now, char
             if (json_integer_value(exp) <= (json_int_t)now)
                 json_object_del(t->by_token, key);
         }
+        /* Walk again only once the live tokens have doubled: O(1) amortised per token even
+         * when none expire (a client asking for a token per call, with long lifetimes). */
+        t->prune_at = json_object_size(t->by_token) * 2;
+        if (t->prune_at < SANDBOX_TOKEN_PRUNE_AT)
+            t->prune_at = SANDBOX_TOKEN_PRUNE_AT;
     }
     json_object_set_new(t->by_token, token, json_integer((json_int_t)(now + ttl_s)));
     t->issued++;
