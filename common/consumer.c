@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 
 /*
@@ -604,6 +605,7 @@ static void cr_run(struct consumer *c, struct cr_record *rec)
 static void *cr_worker_main(void *arg)
 {
     struct consumer *c = arg;
+    prctl(PR_SET_NAME, "pm-worker", 0, 0, 0); /* what top -H and /proc/<pid>/task show */
     pthread_mutex_lock(&c->lock);
     for (;;) {
         struct cr_keyq *kq;
@@ -1003,6 +1005,7 @@ static void cr_poll_once(struct consumer *c, int timeout_ms, int take)
 static void *cr_poll_main(void *arg)
 {
     struct consumer *c = arg;
+    prctl(PR_SET_NAME, "pm-consume", 0, 0, 0);
     while (!atomic_load(&c->stopping)) {
         cr_poll_once(c, 50, 1);
         cr_timers(c);

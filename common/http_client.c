@@ -12,6 +12,7 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -235,6 +236,8 @@ static void *http_client_run(void *arg)
 {
     struct http_client *c = arg;
     struct epoll_event events[64];
+
+    prctl(PR_SET_NAME, "pm-http", 0, 0, 0); /* what top -H and /proc/<pid>/task show */
 
     for (;;) {
         struct http_xfer *batch, *x, *next;

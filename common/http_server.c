@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -143,6 +144,7 @@ static void http_notify_connection(void *cls, struct MHD_Connection *conn, void 
 static void *http_watchdog_main(void *arg)
 {
     struct http_server *srv = arg;
+    prctl(PR_SET_NAME, "pm-watchdog", 0, 0, 0);
     int64_t limit_us = (int64_t)srv->opts.conn_timeout_s * 1000000;
     int64_t tick_us = limit_us / 8 < 250000 ? limit_us / 8 : 250000;
 

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 
 /* One enqueued record. Owned by librdkafka's message (its opaque) until the delivery report,
@@ -148,6 +149,7 @@ static int64_t kp_scan_deadlines(struct kafka_producer *p)
 static void *kp_poll_main(void *arg)
 {
     struct kafka_producer *p = arg;
+    prctl(PR_SET_NAME, "pm-produce", 0, 0, 0);
     while (atomic_load(&p->running)) {
         int64_t wait_us = kp_scan_deadlines(p);
         int wait_ms = wait_us > 100000 ? 100 : (int)(wait_us / 1000) + 1;
@@ -161,6 +163,7 @@ static void *kp_poll_main(void *arg)
 static void *kp_health_main(void *arg)
 {
     struct kafka_producer *p = arg;
+    prctl(PR_SET_NAME, "pm-kafka-health", 0, 0, 0);
     pthread_mutex_lock(&p->health_lock);
     while (atomic_load(&p->running)) {
         const struct rd_kafka_metadata *md = NULL;

@@ -206,19 +206,9 @@ run_deliver() { # run_deliver <variant> <latency ms> <in-flight> <messages> <pat
     "$bin/pm-deliver" 2>>"$state/deliver.log" </dev/null &
   dl_pid=$!
   pids+=("$dl_pid")
-  # Ready = a group member (the mock cluster's fixed ~3 s join delay is over). Meanwhile, while
-  # nothing is being delivered yet, find common/http_client.c's curl thread: the only thread not
-  # of librdkafka that waits in poll() (syscall 7) when idle; workers wait in futex, MHD in
-  # epoll_wait, main in clock_nanosleep.
-  http_tid=""
+  # Ready = a group member (the mock cluster's fixed ~3 s join delay is over).
   until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; do
     alive_or_die
-    if [ -z "$http_tid" ]; then
-      for t in /proc/"$dl_pid"/task/*; do
-        case $(cat "$t/comm" 2>/dev/null) in rdk:* | "") continue ;; esac
-        [ "$(cut -d' ' -f1 "$t/syscall" 2>/dev/null)" = 7 ] && { http_tid=${t##*/}; break; }
-      done
-    fi
     sleep 0.02
   done
   t_ready=$(now)
@@ -243,12 +233,13 @@ run_deliver() { # run_deliver <variant> <latency ms> <in-flight> <messages> <pat
   dl_cpu=$(cpu_s "$dl_pid")
   sb_cpu=$(awk -v a="$sb_cpu0" -v b="$(cpu_s "$sb_pid")" 'BEGIN {printf "%.2f", b - a}')
   db_cpu=$(awk -v a="$db_cpu0" -v b="$(cpu_s "$db_pid")" 'BEGIN {printf "%.2f", b - a}')
-  # CPU by thread: the HTTP client's curl thread, librdkafka's threads (rdk:*), and the rest
-  # (the consumer's workers and poll thread, the result producer's poll thread, MHD, main).
+  # CPU by thread: the HTTP client's curl thread (named pm-http by common/http_client.c),
+  # librdkafka's threads (rdk:*), and the rest (the consumer's workers pm-worker and poll thread
+  # pm-consume, the result producer's pm-produce, MHD, main).
   split=$(for t in /proc/"$dl_pid"/task/*; do
       printf '%s %s %s\n' "${t##*/}" "$(cat "$t/comm")" "$(awk '{print $14 + $15}' "$t/stat")"
-    done | awk -v t="$(getconf CLK_TCK)" -v n="$n" -v h="$http_tid" '
-      $1 == h {c += $3; next} $2 ~ /^rdk:/ {k += $3; next} {o += $3}
+    done | awk -v t="$(getconf CLK_TCK)" -v n="$n" '
+      $2 == "pm-http" {c += $3; next} $2 ~ /^rdk:/ {k += $3; next} {o += $3}
       END {printf "HTTP client thread %.0f, librdkafka threads %.0f, other threads %.0f us/msg", c / t / n * 1e6, k / t / n * 1e6, o / t / n * 1e6}')
   curl -sf "http://127.0.0.1:$port/metrics" >"$state/metrics.txt"
   http_ms=$(awk '
