@@ -16,10 +16,7 @@
 #   LATENCY_MS [50]
 #   PATIENTS [1000] MESSAGES [10000]
 #   GUIDE [1]                 1: also run the guide-protocol baseline
-#   GUIDE_LIMIT [2000]        events the baseline handles without latency (0 = all). 2,000
-#                             messages = 4,000 tokens: beyond 4,096 live tokens pm-sandbox
-#                             scans its whole token table on every token request, which would
-#                             slow the baseline down by the sandbox's fault (docs/benchmarks.md)
+#   GUIDE_LIMIT [0]           events the baseline handles without latency (0 = all)
 #   GUIDE_LIMIT_LAT [500]     events it handles with LATENCY_MS (extrapolated as a rate)
 #   RUN_TIMEOUT_S [600]       give up on a run after this long
 #   SKIP_BUILD [0]
@@ -37,7 +34,7 @@ latency=${LATENCY_MS:-50}
 patients=${PATIENTS:-1000}
 messages=${MESSAGES:-10000}
 run_guide=${GUIDE:-1}
-guide_limit=${GUIDE_LIMIT:-2000}
+guide_limit=${GUIDE_LIMIT:-0}
 guide_limit_lat=${GUIDE_LIMIT_LAT:-500}
 run_timeout=${RUN_TIMEOUT_S:-600}
 
