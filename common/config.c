@@ -276,3 +276,26 @@ enum config_mode config_cli(int argc, char **argv, const char *prog, const char 
     }
     return mode;
 }
+
+void config_topics_load(struct config_topics *t)
+{
+    t->messages = config_str("PM_TOPIC_CANVAS_MESSAGES", CONFIG_TOPIC_MESSAGES_DEFAULT);
+    t->replies = config_str("PM_TOPIC_PATIENT_REPLIES", CONFIG_TOPIC_REPLIES_DEFAULT);
+    t->questionnaires =
+        config_str("PM_TOPIC_QUESTIONNAIRE_RESPONSES", CONFIG_TOPIC_QUESTIONNAIRES_DEFAULT);
+    t->deliveries = config_str("PM_TOPIC_DELIVERIES", CONFIG_TOPIC_DELIVERIES_DEFAULT);
+    t->dlq = config_str("PM_TOPIC_DLQ", CONFIG_TOPIC_DLQ_DEFAULT);
+}
+
+enum log_level config_log_level(struct config_report *r)
+{
+    const char *v = config_str("PM_LOG_LEVEL", "info");
+    enum log_level level;
+
+    if (log_level_parse(v, &level) != 0) {
+        /* Not a secret: the value is echoed so that the operator sees the typo. */
+        config_report_add(r, "PM_LOG_LEVEL: '%s' is not error, warn, info or debug", v);
+        return LOG_INFO;
+    }
+    return level;
+}

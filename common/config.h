@@ -3,6 +3,8 @@
 #ifndef PM_CONFIG_H
 #define PM_CONFIG_H
 
+#include "log.h"
+
 #include <stddef.h>
 #include <stdio.h>
 
@@ -83,5 +85,33 @@ enum config_mode config_cli(int argc, char **argv, const char *prog, const char 
 
 /** @brief Overwrite then free a secret string. NULL is fine. */
 void config_secret_free(char *s);
+
+/* The product's topics (SPEC §3): their default names, each overridable by its PM_TOPIC_*
+ * variable. One definition, so that every binary and its --help agree. */
+#define CONFIG_TOPIC_MESSAGES_DEFAULT       "pm.canvas.messages"
+#define CONFIG_TOPIC_REPLIES_DEFAULT        "pm.patient.replies"
+#define CONFIG_TOPIC_QUESTIONNAIRES_DEFAULT "pm.patient.questionnaire-responses"
+#define CONFIG_TOPIC_DELIVERIES_DEFAULT     "pm.deliveries"
+#define CONFIG_TOPIC_DLQ_DEFAULT            "pm.dlq"
+
+struct config_topics {
+    const char *messages;       /* PM_TOPIC_CANVAS_MESSAGES: canvas.message.v1 */
+    const char *replies;        /* PM_TOPIC_PATIENT_REPLIES: patient.reply.v1 */
+    const char *questionnaires; /* PM_TOPIC_QUESTIONNAIRE_RESPONSES: questionnaire.response.v1 */
+    const char *deliveries;     /* PM_TOPIC_DELIVERIES: delivery.result.v1 */
+    const char *dlq;            /* PM_TOPIC_DLQ: the dead-letter topic */
+};
+
+/**
+ * @brief Every PM_TOPIC_* variable, or its default.
+ * @returns nothing; the strings are the environment's or constants: do not free.
+ */
+void config_topics_load(struct config_topics *t);
+
+/**
+ * @brief PM_LOG_LEVEL: error, warn, info or debug (default info).
+ * @returns the level; another value is a problem in @p r and yields LOG_INFO.
+ */
+enum log_level config_log_level(struct config_report *r);
 
 #endif

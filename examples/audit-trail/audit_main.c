@@ -55,11 +55,14 @@ static const struct config_var audit_vars[] = {
     {"PM_KAFKA_BROKERS", "localhost:9092", 0, "Kafka bootstrap servers"},
     {"PM_KAFKA_CONFIG_FILE", NULL, 0, "librdkafka properties file (key=value lines, as kcat -F)"},
     {"PM_LOG_LEVEL", "info", 0, "error | warn | info | debug"},
-    {"PM_TOPIC_CANVAS_MESSAGES", "pm.canvas.messages", 0, "topic of canvas.message.v1 events"},
-    {"PM_TOPIC_PATIENT_REPLIES", "pm.patient.replies", 0, "topic of patient.reply.v1 events"},
-    {"PM_TOPIC_QUESTIONNAIRE_RESPONSES", "pm.patient.questionnaire-responses", 0,
+    {"PM_TOPIC_CANVAS_MESSAGES", CONFIG_TOPIC_MESSAGES_DEFAULT, 0,
+     "topic of canvas.message.v1 events"},
+    {"PM_TOPIC_PATIENT_REPLIES", CONFIG_TOPIC_REPLIES_DEFAULT, 0,
+     "topic of patient.reply.v1 events"},
+    {"PM_TOPIC_QUESTIONNAIRE_RESPONSES", CONFIG_TOPIC_QUESTIONNAIRES_DEFAULT, 0,
      "topic of patient.questionnaire_response.v1 events"},
-    {"PM_TOPIC_DELIVERIES", "pm.deliveries", 0, "topic of delivery.result.v1 events"},
+    {"PM_TOPIC_DELIVERIES", CONFIG_TOPIC_DELIVERIES_DEFAULT, 0,
+     "topic of delivery.result.v1 events"},
     {"PM_AUDIT_GROUP_ID", "pm-audit-trail", 0, "consumer group (its own: it sees every event)"},
     {"PM_AUDIT_FILE", NULL, 0, "file the JSON lines are appended to (required; created 0600)"},
     {"PM_AUDIT_DLQ_TOPIC", "pm.audit-trail.dlq", 0,
@@ -88,22 +91,19 @@ struct audit {
 
 static void audit_config_load(struct audit_config *cfg, struct config_report *r)
 {
-    const char *level = config_str("PM_LOG_LEVEL", "info");
     const char *listen = config_str("PM_AUDIT_LISTEN", "127.0.0.1:8082");
     char err[256];
+    struct config_topics topics;
 
     memset(cfg, 0, sizeof(*cfg));
-    if (log_level_parse(level, &cfg->log_level) != 0) {
-        config_report_add(r, "PM_LOG_LEVEL: '%s' is not error, warn, info or debug", level);
-        cfg->log_level = LOG_INFO;
-    }
+    cfg->log_level = config_log_level(r);
     kafka_settings_from_env(&cfg->kafka);
     kafka_settings_check(&cfg->kafka, r);
-    cfg->topics[0] = config_str("PM_TOPIC_CANVAS_MESSAGES", "pm.canvas.messages");
-    cfg->topics[1] = config_str("PM_TOPIC_PATIENT_REPLIES", "pm.patient.replies");
-    cfg->topics[2] =
-        config_str("PM_TOPIC_QUESTIONNAIRE_RESPONSES", "pm.patient.questionnaire-responses");
-    cfg->topics[3] = config_str("PM_TOPIC_DELIVERIES", "pm.deliveries");
+    config_topics_load(&topics);
+    cfg->topics[0] = topics.messages;
+    cfg->topics[1] = topics.replies;
+    cfg->topics[2] = topics.questionnaires;
+    cfg->topics[3] = topics.deliveries;
     cfg->group_id = config_str("PM_AUDIT_GROUP_ID", "pm-audit-trail");
     cfg->dlq_topic = config_str("PM_AUDIT_DLQ_TOPIC", "pm.audit-trail.dlq");
     cfg->file = config_str("PM_AUDIT_FILE", NULL);

@@ -13,12 +13,15 @@ const struct config_var deliver_config_vars[] = {
     {"PM_KAFKA_CONFIG_FILE", NULL, 0,
      "librdkafka properties file (key=value lines, as kcat -F) for TLS/SASL"},
     {"PM_LOG_LEVEL", "info", 0, "error | warn | info | debug"},
-    {"PM_TOPIC_CANVAS_MESSAGES", "pm.canvas.messages", 0, "topic of canvas.message.v1 events"},
-    {"PM_TOPIC_PATIENT_REPLIES", "pm.patient.replies", 0, "topic of patient.reply.v1 events"},
-    {"PM_TOPIC_QUESTIONNAIRE_RESPONSES", "pm.patient.questionnaire-responses", 0,
+    {"PM_TOPIC_CANVAS_MESSAGES", CONFIG_TOPIC_MESSAGES_DEFAULT, 0,
+     "topic of canvas.message.v1 events"},
+    {"PM_TOPIC_PATIENT_REPLIES", CONFIG_TOPIC_REPLIES_DEFAULT, 0,
+     "topic of patient.reply.v1 events"},
+    {"PM_TOPIC_QUESTIONNAIRE_RESPONSES", CONFIG_TOPIC_QUESTIONNAIRES_DEFAULT, 0,
      "topic of patient.questionnaire_response.v1 events"},
-    {"PM_TOPIC_DELIVERIES", "pm.deliveries", 0, "topic of delivery.result.v1 events"},
-    {"PM_TOPIC_DLQ", "pm.dlq", 0, "dead-letter topic"},
+    {"PM_TOPIC_DELIVERIES", CONFIG_TOPIC_DELIVERIES_DEFAULT, 0,
+     "topic of delivery.result.v1 events"},
+    {"PM_TOPIC_DLQ", CONFIG_TOPIC_DLQ_DEFAULT, 0, "dead-letter topic"},
     {"PM_DELIVER_LISTEN", "0.0.0.0:8081", 0, "HTTP address of /healthz, /readyz, /metrics"},
     {"PM_DELIVER_GROUP_ID", "pm-deliver", 0, "Kafka consumer group"},
     {"PM_CANVAS_INSTANCE", NULL, 0,
@@ -206,23 +209,20 @@ static void deliver_config_channels(struct deliver_config *cfg, struct config_re
 
 void deliver_config_load(struct deliver_config *cfg, struct config_report *r)
 {
-    const char *listen, *level;
+    const char *listen;
     char err[256];
+    struct config_topics topics;
 
     memset(cfg, 0, sizeof(*cfg));
     kafka_settings_from_env(&cfg->kafka);
     kafka_settings_check(&cfg->kafka, r);
-    level = config_str("PM_LOG_LEVEL", "info");
-    if (log_level_parse(level, &cfg->log_level) != 0) {
-        config_report_add(r, "PM_LOG_LEVEL: '%s' is not error, warn, info or debug", level);
-        cfg->log_level = LOG_INFO;
-    }
-    cfg->topic_messages = config_str("PM_TOPIC_CANVAS_MESSAGES", "pm.canvas.messages");
-    cfg->topic_replies = config_str("PM_TOPIC_PATIENT_REPLIES", "pm.patient.replies");
-    cfg->topic_questionnaires =
-        config_str("PM_TOPIC_QUESTIONNAIRE_RESPONSES", "pm.patient.questionnaire-responses");
-    cfg->topic_deliveries = config_str("PM_TOPIC_DELIVERIES", "pm.deliveries");
-    cfg->topic_dlq = config_str("PM_TOPIC_DLQ", "pm.dlq");
+    cfg->log_level = config_log_level(r);
+    config_topics_load(&topics);
+    cfg->topic_messages = topics.messages;
+    cfg->topic_replies = topics.replies;
+    cfg->topic_questionnaires = topics.questionnaires;
+    cfg->topic_deliveries = topics.deliveries;
+    cfg->topic_dlq = topics.dlq;
 
     listen = config_str("PM_DELIVER_LISTEN", "0.0.0.0:8081");
     if (config_parse_listen(listen, cfg->listen_host, sizeof(cfg->listen_host), &cfg->listen_port,

@@ -11,9 +11,11 @@ const struct config_var ingest_config_vars[] = {
     {"PM_KAFKA_CONFIG_FILE", NULL, 0,
      "librdkafka properties file (key=value lines, as kcat -F) for TLS/SASL"},
     {"PM_LOG_LEVEL", "info", 0, "error | warn | info | debug"},
-    {"PM_TOPIC_CANVAS_MESSAGES", "pm.canvas.messages", 0, "topic of canvas.message.v1 events"},
-    {"PM_TOPIC_PATIENT_REPLIES", "pm.patient.replies", 0, "topic of patient.reply.v1 events"},
-    {"PM_TOPIC_QUESTIONNAIRE_RESPONSES", "pm.patient.questionnaire-responses", 0,
+    {"PM_TOPIC_CANVAS_MESSAGES", CONFIG_TOPIC_MESSAGES_DEFAULT, 0,
+     "topic of canvas.message.v1 events"},
+    {"PM_TOPIC_PATIENT_REPLIES", CONFIG_TOPIC_REPLIES_DEFAULT, 0,
+     "topic of patient.reply.v1 events"},
+    {"PM_TOPIC_QUESTIONNAIRE_RESPONSES", CONFIG_TOPIC_QUESTIONNAIRES_DEFAULT, 0,
      "topic of patient.questionnaire_response.v1 events"},
     {"PM_INGEST_LISTEN", "0.0.0.0:8080", 0, "HTTP listen address host:port"},
     {"PM_INGEST_WEBHOOK_SECRETS", NULL, 1,
@@ -75,23 +77,19 @@ static void ingest_config_secrets(struct ingest_config *cfg, struct config_repor
 
 void ingest_config_load(struct ingest_config *cfg, struct config_report *r)
 {
-    const char *listen, *level;
+    const char *listen;
     char err[256];
+    struct config_topics topics;
 
     memset(cfg, 0, sizeof(*cfg));
     kafka_settings_from_env(&cfg->kafka);
     kafka_settings_check(&cfg->kafka, r);
+    cfg->log_level = config_log_level(r);
 
-    level = config_str("PM_LOG_LEVEL", "info");
-    if (log_level_parse(level, &cfg->log_level) != 0) {
-        config_report_add(r, "PM_LOG_LEVEL: '%s' is not error, warn, info or debug", level);
-        cfg->log_level = LOG_INFO;
-    }
-
-    cfg->topic_messages = config_str("PM_TOPIC_CANVAS_MESSAGES", "pm.canvas.messages");
-    cfg->topic_replies = config_str("PM_TOPIC_PATIENT_REPLIES", "pm.patient.replies");
-    cfg->topic_questionnaires =
-        config_str("PM_TOPIC_QUESTIONNAIRE_RESPONSES", "pm.patient.questionnaire-responses");
+    config_topics_load(&topics);
+    cfg->topic_messages = topics.messages;
+    cfg->topic_replies = topics.replies;
+    cfg->topic_questionnaires = topics.questionnaires;
 
     listen = config_str("PM_INGEST_LISTEN", "0.0.0.0:8080");
     if (config_parse_listen(listen, cfg->listen_host, sizeof(cfg->listen_host), &cfg->listen_port,

@@ -379,8 +379,54 @@ static void test_report(void)
     CHECK_INT(strlen(r.text), r.len);
 }
 
+static void test_topics_and_level(void)
+{
+    struct config_topics t;
+    struct config_report r;
+    static const char *const vars[] = {"PM_TOPIC_CANVAS_MESSAGES", "PM_TOPIC_PATIENT_REPLIES",
+                                       "PM_TOPIC_QUESTIONNAIRE_RESPONSES", "PM_TOPIC_DELIVERIES",
+                                       "PM_TOPIC_DLQ"};
+
+    /* Unset (or empty): the SPEC §3 names. */
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+        unsetenv(vars[i]);
+    setenv("PM_TOPIC_DLQ", "", 1);
+    config_topics_load(&t);
+    CHECK_STR(t.messages, "pm.canvas.messages");
+    CHECK_STR(t.replies, "pm.patient.replies");
+    CHECK_STR(t.questionnaires, "pm.patient.questionnaire-responses");
+    CHECK_STR(t.deliveries, "pm.deliveries");
+    CHECK_STR(t.dlq, "pm.dlq");
+
+    /* Each variable moves its own topic only. */
+    setenv("PM_TOPIC_PATIENT_REPLIES", "clinic-a.replies", 1);
+    setenv("PM_TOPIC_DLQ", "clinic-a.dlq", 1);
+    config_topics_load(&t);
+    CHECK_STR(t.messages, "pm.canvas.messages");
+    CHECK_STR(t.replies, "clinic-a.replies");
+    CHECK_STR(t.dlq, "clinic-a.dlq");
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+        unsetenv(vars[i]);
+
+    /* PM_LOG_LEVEL: the four names, info by default, a typo reported and info used. */
+    report_reset(&r);
+    unsetenv("PM_LOG_LEVEL");
+    CHECK_INT(config_log_level(&r), LOG_INFO);
+    setenv("PM_LOG_LEVEL", "debug", 1);
+    CHECK_INT(config_log_level(&r), LOG_DEBUG);
+    setenv("PM_LOG_LEVEL", "error", 1);
+    CHECK_INT(config_log_level(&r), LOG_ERROR);
+    CHECK_INT(r.count, 0);
+    setenv("PM_LOG_LEVEL", "verbose", 1);
+    CHECK_INT(config_log_level(&r), LOG_INFO);
+    CHECK_INT(r.count, 1);
+    CHECK(strstr(r.text, "PM_LOG_LEVEL: 'verbose' is not error, warn, info or debug") != NULL);
+    unsetenv("PM_LOG_LEVEL");
+}
+
 int main(void)
 {
+    test_topics_and_level();
     test_str();
     test_long();
     test_bool();

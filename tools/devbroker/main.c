@@ -60,12 +60,12 @@ static volatile sig_atomic_t devbroker_stop;
 /* The product topics (SPEC §3/§5), in the order --help lists them. */
 static const struct config_var devbroker_vars[] = {
     {"PM_LOG_LEVEL", "info", 0, "error|warn|info|debug (debug also shows librdkafka's mock logs)"},
-    {"PM_TOPIC_CANVAS_MESSAGES", "pm.canvas.messages", 0, "topic created at start"},
-    {"PM_TOPIC_PATIENT_REPLIES", "pm.patient.replies", 0, "topic created at start"},
-    {"PM_TOPIC_QUESTIONNAIRE_RESPONSES", "pm.patient.questionnaire-responses", 0,
+    {"PM_TOPIC_CANVAS_MESSAGES", CONFIG_TOPIC_MESSAGES_DEFAULT, 0, "topic created at start"},
+    {"PM_TOPIC_PATIENT_REPLIES", CONFIG_TOPIC_REPLIES_DEFAULT, 0, "topic created at start"},
+    {"PM_TOPIC_QUESTIONNAIRE_RESPONSES", CONFIG_TOPIC_QUESTIONNAIRES_DEFAULT, 0,
      "topic created at start"},
-    {"PM_TOPIC_DELIVERIES", "pm.deliveries", 0, "topic created at start"},
-    {"PM_TOPIC_DLQ", "pm.dlq", 0, "topic created at start"},
+    {"PM_TOPIC_DELIVERIES", CONFIG_TOPIC_DELIVERIES_DEFAULT, 0, "topic created at start"},
+    {"PM_TOPIC_DLQ", CONFIG_TOPIC_DLQ_DEFAULT, 0, "topic created at start"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -693,9 +693,7 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    if (log_level_parse(config_str("PM_LOG_LEVEL", "info"), &level) != 0)
-        config_report_add(&report, "PM_LOG_LEVEL: '%s' is not error|warn|info|debug",
-                          config_str("PM_LOG_LEVEL", "info"));
+    level = config_log_level(&report);
     devbroker_topics(topics, &report);
     if (mode == CONFIG_MODE_CHECK) {
         config_report_print(&report, stdout, DEVBROKER_PROG);

@@ -77,10 +77,12 @@ static const struct config_var redrive_vars[] = {
     {"PM_KAFKA_BROKERS", "localhost:9092", 0, "Kafka bootstrap servers"},
     {"PM_KAFKA_CONFIG_FILE", NULL, 0, "librdkafka properties file (key=value lines, as kcat -F)"},
     {"PM_LOG_LEVEL", "info", 0, "error | warn | info | debug (librdkafka's messages on stderr)"},
-    {"PM_TOPIC_DLQ", "pm.dlq", 0, "the dead-letter topic read"},
-    {"PM_TOPIC_CANVAS_MESSAGES", "pm.canvas.messages", 0, "input topic: records may return here"},
-    {"PM_TOPIC_PATIENT_REPLIES", "pm.patient.replies", 0, "input topic: records may return here"},
-    {"PM_TOPIC_QUESTIONNAIRE_RESPONSES", "pm.patient.questionnaire-responses", 0,
+    {"PM_TOPIC_DLQ", CONFIG_TOPIC_DLQ_DEFAULT, 0, "the dead-letter topic read"},
+    {"PM_TOPIC_CANVAS_MESSAGES", CONFIG_TOPIC_MESSAGES_DEFAULT, 0,
+     "input topic: records may return here"},
+    {"PM_TOPIC_PATIENT_REPLIES", CONFIG_TOPIC_REPLIES_DEFAULT, 0,
+     "input topic: records may return here"},
+    {"PM_TOPIC_QUESTIONNAIRE_RESPONSES", CONFIG_TOPIC_QUESTIONNAIRES_DEFAULT, 0,
      "input topic: records may return here"},
     {NULL, NULL, 0, NULL},
 };
@@ -238,20 +240,17 @@ static int redrive_parse_args(int argc, char **argv, struct redrive_opts *o, cha
 
 static void redrive_config_load(struct redrive_config *cfg, struct config_report *r)
 {
-    const char *level = config_str("PM_LOG_LEVEL", "info");
+    struct config_topics topics;
 
     memset(cfg, 0, sizeof(*cfg));
-    if (log_level_parse(level, &cfg->log_level) != 0) {
-        config_report_add(r, "PM_LOG_LEVEL: '%s' is not error, warn, info or debug", level);
-        cfg->log_level = LOG_INFO;
-    }
+    cfg->log_level = config_log_level(r);
     kafka_settings_from_env(&cfg->kafka);
     kafka_settings_check(&cfg->kafka, r);
-    cfg->dlq = config_str("PM_TOPIC_DLQ", "pm.dlq");
-    cfg->inputs[0] = config_str("PM_TOPIC_CANVAS_MESSAGES", "pm.canvas.messages");
-    cfg->inputs[1] = config_str("PM_TOPIC_PATIENT_REPLIES", "pm.patient.replies");
-    cfg->inputs[2] =
-        config_str("PM_TOPIC_QUESTIONNAIRE_RESPONSES", "pm.patient.questionnaire-responses");
+    config_topics_load(&topics);
+    cfg->dlq = topics.dlq;
+    cfg->inputs[0] = topics.messages;
+    cfg->inputs[1] = topics.replies;
+    cfg->inputs[2] = topics.questionnaires;
 }
 
 /* A header's value as a NUL-terminated copy into @p out ("" when absent). @returns 1 if present. */

@@ -46,7 +46,6 @@ static void sandbox_config_load(struct sandbox_config *cfg, enum log_level *leve
                                 struct config_report *r)
 {
     const char *listen = config_str("PM_SANDBOX_LISTEN", "127.0.0.1:8090");
-    const char *lvl = config_str("PM_LOG_LEVEL", "info");
     char err[256];
     char *whsec;
 
@@ -73,8 +72,7 @@ static void sandbox_config_load(struct sandbox_config *cfg, enum log_level *leve
             cfg->has_webhook_key = 1;
         config_secret_free(whsec);
     }
-    if (log_level_parse(lvl, level) != 0)
-        config_report_add(r, "PM_LOG_LEVEL: '%s' is not error, warn, info or debug", lvl);
+    *level = config_log_level(r);
     if (!cfg->client_secret || !cfg->twilio_auth_token || !cfg->sendgrid_api_key)
         config_report_add(r, "out of memory");
 }
