@@ -363,6 +363,16 @@ int main(void)
             harness_sleep_ms(100);
         }
         H_CHECKF(h, done == 300, "only %d of 300 other patients' records were handled", done);
+        /* The others may all be done before the stuck record's first backoff (at most 50 ms
+         * here) has run out: wait for its retry rather than race it. */
+        until = harness_now_ms() + 5000;
+        for (int runs = 0; runs < 2 && harness_now_ms() < until;) {
+            pthread_mutex_lock(&seen_lock);
+            runs = calls_by_seq[stuck_seq];
+            pthread_mutex_unlock(&seen_lock);
+            if (runs < 2)
+                harness_sleep_ms(20);
+        }
         H_CHECKF(h, calls_by_seq[stuck_seq] >= 2, "the stuck record ran %d times",
                  calls_by_seq[stuck_seq]);
         consumer_stop(c); /* the stuck record is abandoned uncommitted: the next owner retries */
