@@ -3,9 +3,10 @@
 # (scripts/dev.sh) and shows where each one ended up: Kafka, pm-sandbox's webhook/Twilio/SendGrid,
 # and the resources written back into "Canvas" (pm-sandbox).
 # Usage: scripts/demo.sh      (with scripts/dev.sh running in another terminal)
+# Environment: PM_DEV_STATE (the dev stack's state directory, default .dev)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-state=.dev/env
+state=${PM_DEV_STATE:-.dev}/env
 [ -f "$state" ] || { echo "Start the stack first: scripts/dev.sh" >&2; exit 1; }
 # shellcheck disable=SC1090
 . "$state"

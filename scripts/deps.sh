@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config git curl ca-certificates
       librdkafka-dev libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev libssl-dev
-      kcat python3 "$@")
+      kcat python3 jq "$@")
 
 missing=()
 for p in "${pkgs[@]}"; do

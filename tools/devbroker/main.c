@@ -95,7 +95,10 @@ static const char devbroker_summary[] =
     "\n"
     "Mock cluster limits: random loopback ports (new bootstrap list on every start), in memory\n"
     "only, about 5 MiB of log per partition, about 3 s for a consumer group's first join, no\n"
-    "Admin API, no TLS/SASL.";
+    "Admin API, no TLS/SASL. Once a group's last member has left, the next member to join waits\n"
+    "for the mock's rebalance timer: session.timeout.ms - 1 s (44 s with librdkafka's default;\n"
+    "real Kafka lets it in after 3 s). Consumers that are restarted against it (scripts/dev.sh's\n"
+    "pm-deliver, your own) want session.timeout.ms=6000 in PM_KAFKA_CONFIG_FILE.";
 
 struct devbroker_opts {
     int brokers;
