@@ -820,10 +820,19 @@ static void cr_set_pause(struct consumer *c, int pause)
     if (rd_kafka_assignment(c->rk, &a) != RD_KAFKA_RESP_ERR_NO_ERROR || !a)
         return;
     if (a->cnt > 0) {
-        if (pause)
+        if (pause) {
             rd_kafka_pause_partitions(c->rk, a);
-        else
+        } else {
             rd_kafka_resume_partitions(c->rk, a);
+            /* Why a ListOffsets after a resume: librdkafka (2.0) clears the pause on its main
+             * thread, but a broker thread with nothing to fetch sleeps until its next periodic
+             * wake-up (up to 1 s) before it sends the next Fetch; meanwhile the buffer drains
+             * and the workers idle. A request to every leader wakes their threads at once. The
+             * answer itself is not used. */
+            for (int i = 0; i < a->cnt; i++)
+                a->elems[i].offset = -1;               /* "latest": the cheapest lookup */
+            rd_kafka_offsets_for_times(c->rk, a, 100); /* sent at once; the wait is capped */
+        }
     }
     rd_kafka_topic_partition_list_destroy(a);
 }
