@@ -106,7 +106,7 @@ fi
 
 cat >"$state/env" <<ENV
 PM_KAFKA_BROKERS=$brokers
-PM_KAFKA_CONFIG_FILE=$state/kafka.properties
+PM_KAFKA_CONFIG_FILE='$state/kafka.properties'
 INGEST_PORT=$ingest_port
 DELIVER_PORT=$deliver_port
 SANDBOX_PORT=$sandbox_port
