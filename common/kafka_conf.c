@@ -16,6 +16,7 @@ void kafka_settings_from_env(struct kafka_settings *ks)
     ks->brokers = b ? b : "localhost:9092";
     ks->brokers_explicit = b != NULL;
     ks->config_file = config_str("PM_KAFKA_CONFIG_FILE", NULL);
+    ks->defaults = NULL;
 }
 
 /* librdkafka's own log lines (broker state, retries) carry no message payloads. */
@@ -109,6 +110,9 @@ rd_kafka_conf_t *kafka_conf_build(const struct kafka_settings *ks, char *errstr,
     int file_bootstrap = 0;
 
     rd_kafka_conf_set_log_cb(conf, kafka_conf_log_cb);
+    for (const char *const *d = ks->defaults; d && d[0] && d[1]; d += 2)
+        if (kafka_conf_set(conf, d[0], d[1], errstr, errlen) != 0)
+            goto fail;
     if (ks->config_file &&
         kafka_conf_apply_file(conf, ks->config_file, &file_bootstrap, errstr, errlen) != 0)
         goto fail;

@@ -13,16 +13,20 @@ struct kafka_settings {
     const char *brokers;     /* PM_KAFKA_BROKERS or its default */
     int brokers_explicit;    /* 1 when PM_KAFKA_BROKERS was set: it then beats the file */
     const char *config_file; /* PM_KAFKA_CONFIG_FILE or NULL */
+    /* Tuning defaults of the caller's own ("key", "value", ..., NULL), applied before the file
+     * so that the file may change them; NULL for none. Not for guarantees: those are set after
+     * kafka_conf_build. */
+    const char *const *defaults;
 };
 
 /** @brief Fill @p ks from PM_KAFKA_BROKERS / PM_KAFKA_CONFIG_FILE. */
 void kafka_settings_from_env(struct kafka_settings *ks);
 
 /**
- * @brief A new configuration: our logger, the properties file applied (key=value lines, '#' and
- *        '!' comments, as kcat -F and the Java clients read them), bootstrap.servers from
- *        @p ks. Callers set the properties their guarantees depend on *after* this, so a file
- *        cannot weaken them.
+ * @brief A new configuration: our logger, @p ks->defaults, the properties file applied
+ *        (key=value lines, '#' and '!' comments, as kcat -F and the Java clients read them),
+ *        bootstrap.servers from @p ks. Callers set the properties their guarantees depend on
+ * *after* this, so a file cannot weaken them.
  * @returns a conf the caller owns, or NULL with the reason in @p errstr (file line number and
  *          key included; property values are not echoed since they may be SASL passwords).
  */

@@ -611,8 +611,7 @@ struct ingest_app *ingest_app_start(const struct ingest_config *cfg, char *errst
         goto fail;
     /* Bounded memory: when this much waits for Kafka, new requests get 503 (backpressure). */
     if (kafka_conf_set(conf, "queue.buffering.max.kbytes", "32768", errstr, errlen) ||
-        kafka_conf_set(conf, "queue.buffering.max.messages", "100000", errstr, errlen) ||
-        kafka_conf_set(conf, "linger.ms", "2", errstr, errlen)) {
+        kafka_conf_set(conf, "queue.buffering.max.messages", "100000", errstr, errlen)) {
         rd_kafka_conf_destroy(conf);
         goto fail;
     }

@@ -361,7 +361,7 @@ static void dit_on_ack(void *opaque, const struct kafka_ack *ack)
 void dit_messages(const char *const *event_ids, const char *const *patients,
                   const char *const *comms, size_t n)
 {
-    struct kafka_settings ks = {dit_bootstrap, 1, NULL};
+    struct kafka_settings ks = {dit_bootstrap, 1, NULL, NULL};
     struct kafka_producer *p;
     atomic_size_t acked;
     char err[256];

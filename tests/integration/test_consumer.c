@@ -109,7 +109,7 @@ static const struct consumer_handler handlers[] = {
 
 static struct consumer *start(struct kafka_producer *p, int in_flight, long deadline_ms)
 {
-    struct kafka_settings ks = {bootstrap, 1, NULL};
+    struct kafka_settings ks = {bootstrap, 1, NULL, NULL};
     char err[256];
     const char *topics[] = {TOPIC, NULL};
     struct consumer_options o = {0};
@@ -205,6 +205,7 @@ int main(void)
     ks.brokers = bootstrap;
     ks.brokers_explicit = 1;
     ks.config_file = NULL;
+    ks.defaults = NULL;
     prod = kafka_producer_new(kafka_conf_build(&ks, err, sizeof(err)), 30000, err, sizeof(err));
     if (!H_CHECKF(h, prod != NULL, "producer: %s", err))
         return harness_finish(h);

@@ -47,7 +47,7 @@ static const char *get(rd_kafka_conf_t *conf, const char *key)
 static rd_kafka_conf_t *build(const char *brokers, int explicit_, const char *file, char *err,
                               size_t errlen)
 {
-    struct kafka_settings ks = {brokers, explicit_, file};
+    struct kafka_settings ks = {brokers, explicit_, file, NULL};
     err[0] = '\0';
     return kafka_conf_build(&ks, err, errlen);
 }
@@ -321,8 +321,38 @@ static void test_conf_set(void)
     rd_kafka_conf_destroy(conf);
 }
 
+/* A service's tuning defaults apply, and the properties file may change them. */
+static void test_defaults(void)
+{
+    static const char *const defaults[] = {"linger.ms", "2", "client.id", "from-defaults", NULL};
+    static const char *const bad[] = {"no.such.property", "1", NULL};
+    struct kafka_settings ks = {"localhost:9092", 1, NULL, defaults};
+    char err[512] = "";
+    rd_kafka_conf_t *conf = kafka_conf_build(&ks, err, sizeof(err));
+
+    CHECK(conf != NULL);
+    if (conf) {
+        CHECK_STR(get(conf, "linger.ms"), "2");
+        CHECK_STR(get(conf, "client.id"), "from-defaults");
+        rd_kafka_conf_destroy(conf);
+    }
+    ks.config_file = props("linger.ms=0\n");
+    conf = kafka_conf_build(&ks, err, sizeof(err));
+    CHECK(conf != NULL);
+    if (conf) {
+        CHECK_STR(get(conf, "linger.ms"), "0");             /* the file wins */
+        CHECK_STR(get(conf, "client.id"), "from-defaults"); /* the rest stays */
+        rd_kafka_conf_destroy(conf);
+    }
+    ks.config_file = NULL;
+    ks.defaults = bad;
+    CHECK(kafka_conf_build(&ks, err, sizeof(err)) == NULL);
+    CHECK(strstr(err, "no.such.property") != NULL);
+}
+
 int main(void)
 {
+    test_defaults();
     test_no_file();
     test_file_syntax();
     test_long_line();
