@@ -28,6 +28,7 @@ int timefmt_rfc3339_parse(const char *s, time_t *out)
     static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     int y, mo, d, h, mi, sec, offset = 0;
     struct tm tm;
+    time_t t;
     const char *p;
 
     if (strlen(s) < 20)
@@ -64,24 +65,34 @@ int timefmt_rfc3339_parse(const char *s, time_t *out)
     } else {
         return 0;
     }
-    if (out) {
-        memset(&tm, 0, sizeof(tm));
-        tm.tm_year = y - 1900;
-        tm.tm_mon = mo - 1;
-        tm.tm_mday = d;
-        tm.tm_hour = h;
-        tm.tm_min = mi;
-        tm.tm_sec = sec > 59 ? 59 : sec;
-        *out = timegm(&tm) - offset;
-    }
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec > 59 ? 59 : sec;
+    t = timegm(&tm) - offset;
+    /* The offset can move the instant out of the four-digit years ("0000-01-01T00:00:00+01:00"
+     * is in year -1 UTC): such a time has no RFC 3339 form in UTC, so it is not accepted. */
+    if (t < TIMEFMT_MIN || t > TIMEFMT_MAX)
+        return 0;
+    if (out)
+        *out = t;
     return 1;
 }
 
 void timefmt_rfc3339(time_t t, char *buf, size_t len)
 {
     struct tm tm;
+    /* Four-digit years, always: strftime's %Y writes year 336 as "336", which is not RFC 3339. */
+    if (t < TIMEFMT_MIN)
+        t = TIMEFMT_MIN;
+    else if (t > TIMEFMT_MAX)
+        t = TIMEFMT_MAX;
     gmtime_r(&t, &tm);
-    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
 void timefmt_now_ms(char *buf, size_t len)

@@ -23,6 +23,9 @@ static void test_valid(void)
         "1970-01-01T00:00:00Z",
         "0001-01-01T00:00:00Z",
         "9999-12-31T23:59:59Z",
+        "0000-01-01T00:00:00Z",      /* the first instant RFC 3339 can write */
+        "0000-01-01T01:00:00+01:00", /* the same instant */
+        "9999-12-31T22:59:59-01:00", /* the last one */
         "2026-01-31T00:00:00Z",
         "2026-04-30T00:00:00Z",
     };
@@ -72,6 +75,8 @@ static void test_invalid(void)
         "2026-11-26T10:00:00.123", /* fraction, no zone */
         "2026-11-26T10:00:00z+01:00",
         "+2026-11-26T10:00:00Z",
+        "0000-01-01T00:00:00+01:00", /* year -1 in UTC: no RFC 3339 form */
+        "9999-12-31T23:59:59-00:01", /* year 10000 in UTC */
         "yesterday at noon, roughly",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -149,7 +154,25 @@ static void test_format(void)
         timefmt_rfc3339(1795687200, small, sizeof(small));
         CHECK_STR(small, "2026-11-26T10:00:00Z");
     }
-    /* Round trip. */
+    /* Years before 1000 keep four digits (strftime's %Y would write "336"): the fuzzer found a
+     * reply whose sent_at was in year 336 become an event pm-deliver could not read. */
+    timefmt_rfc3339(parse("0336-11-26T10:00:00.1123+01:00"), buf, sizeof(buf));
+    CHECK_STR(buf, "0336-11-26T09:00:00Z");
+    timefmt_rfc3339(TIMEFMT_MIN, buf, sizeof(buf));
+    CHECK_STR(buf, "0000-01-01T00:00:00Z");
+    timefmt_rfc3339(TIMEFMT_MAX, buf, sizeof(buf));
+    CHECK_STR(buf, "9999-12-31T23:59:59Z");
+    /* Out of range: clamped, still RFC 3339. */
+    timefmt_rfc3339(TIMEFMT_MIN - 86400, buf, sizeof(buf));
+    CHECK_STR(buf, "0000-01-01T00:00:00Z");
+    timefmt_rfc3339(TIMEFMT_MAX + 1, buf, sizeof(buf));
+    CHECK_STR(buf, "9999-12-31T23:59:59Z");
+    /* Round trip, over every four-digit year. */
+    for (time_t t = TIMEFMT_MIN; t <= TIMEFMT_MAX; t += 86400 * 3697 + 3607) {
+        time_t back = -1;
+        timefmt_rfc3339(t, buf, sizeof(buf));
+        CHECK(timefmt_rfc3339_parse(buf, &back) == 1 && back == t);
+    }
     for (time_t t = 0; t < 4000000000LL; t += 86400 * 97 + 3607) {
         time_t back = -1;
         timefmt_rfc3339(t, buf, sizeof(buf));
