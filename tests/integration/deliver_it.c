@@ -887,6 +887,21 @@ int dit_fleet_distinct(const json_t *ids, int np, int per)
     return n;
 }
 
+int dit_fleet_wait_distinct(int np, int per, int at_least, int timeout_ms)
+{
+    long long deadline = harness_now_ms() + timeout_ms;
+    int n;
+
+    for (;;) {
+        json_t *ids = dit_webhook_ids(0);
+        n = dit_fleet_distinct(ids, np, per);
+        json_decref(ids);
+        if (n >= at_least || harness_now_ms() > deadline)
+            return n;
+        harness_sleep_ms(50);
+    }
+}
+
 int dit_fleet_dups_unexpected(const json_t *all, const json_t *before, int np, int per)
 {
     char *count = calloc((size_t)np * (size_t)per + 1, 1);

@@ -257,6 +257,13 @@ long long dit_fleet_wait(long long since, int p0, int np, int i0, int ni, int ti
 int dit_fleet_distinct(const json_t *ids, int np, int per);
 
 /**
+ * @brief Poll the webhook every 50 ms until at least @p at_least distinct messages of the fleet
+ *        (dit_fleet_distinct) arrived or @p timeout_ms passed: the moment to strike mid-stream.
+ * @returns the last count seen.
+ */
+int dit_fleet_wait_distinct(int np, int per, int at_least, int timeout_ms);
+
+/**
  * @brief Check that every message @p all (dit_webhook_ids) holds more than once is one that
  *        @p before (the same, taken when the fault struck) holds: at-least-once repeats only of
  *        what was delivered before it. @returns how many were not (each a failed check).

@@ -105,15 +105,7 @@ int main(void)
         return harness_finish(h);
 
     dit_fleet_produce(0, NPAT, 0, PER);
-    deadline = harness_now_ms() + WAIT_MS;
-    for (;;) {
-        ids = dit_webhook_ids(0);
-        before = dit_fleet_distinct(ids, NPAT, PER);
-        json_decref(ids);
-        if (before >= KILL_AT || harness_now_ms() > deadline)
-            break;
-        harness_sleep_ms(50);
-    }
+    dit_fleet_wait_distinct(NPAT, PER, KILL_AT, WAIT_MS);
     t_kill = dit_wall_ms();
     harness_proc_signal(a, SIGKILL);
     status = harness_proc_wait(a, 10000);

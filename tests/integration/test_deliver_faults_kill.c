@@ -38,7 +38,7 @@ int main(void)
     struct harness_kafka_records dlq = {0};
     struct dit_tally t;
     json_t *ids, *at_kill, *map;
-    long long deadline, t_kill, done_at, mark_kill;
+    long long t_kill, done_at, mark_kill;
     int before = 0, status, extra_results;
     char err[256];
 
@@ -55,15 +55,7 @@ int main(void)
     dit_fleet_produce(0, NPAT, 0, PER);
 
     /* Mid-stream: about half of the messages are through. */
-    deadline = harness_now_ms() + WAIT_MS;
-    for (;;) {
-        ids = dit_webhook_ids(0);
-        before = dit_fleet_distinct(ids, NPAT, PER);
-        json_decref(ids);
-        if (before >= KILL_AT || harness_now_ms() > deadline)
-            break;
-        harness_sleep_ms(50);
-    }
+    dit_fleet_wait_distinct(NPAT, PER, KILL_AT, WAIT_MS);
     t_kill = dit_wall_ms();
     harness_proc_signal(deliver, SIGKILL);
     status = harness_proc_wait(deliver, 10000);
