@@ -2,6 +2,7 @@
  */
 #include "consumer.h"
 
+#include "json_text.h"
 #include "kafka_conf.h"
 #include "kafka_producer.h"
 #include "log.h"
@@ -435,6 +436,7 @@ void consumer_publish_result(struct consumer_event *ev, const char *kind, const 
     char id[512], now[40];
     json_t *data, *ce;
     char *value;
+    size_t value_len = 0;
     rd_kafka_headers_t *h;
 
     if (!c->o.results_topic) {
@@ -449,7 +451,7 @@ void consumer_publish_result(struct consumer_event *ev, const char *kind, const 
     timefmt_now_ms(now, sizeof(now));
     ce = cloudevent_new(id, c->o.results_source ? c->o.results_source : "pm-consumer",
                         CE_TYPE_DELIVERY_RESULT, now, ev->ce->subject, data);
-    value = ce ? json_dumps(ce, JSON_COMPACT) : NULL;
+    value = ce ? json_text_dump(ce, JSON_COMPACT, &value_len) : NULL;
     json_decref(ce);
     if (!value) {
         log_error("cannot build a delivery result", LOG_S("event_id", ev->ce->id));
@@ -457,7 +459,7 @@ void consumer_publish_result(struct consumer_event *ev, const char *kind, const 
     }
     h = rd_kafka_headers_new(1);
     rd_kafka_header_add(h, CE_HEADER_CONTENT_TYPE, -1, CE_CONTENT_TYPE, -1);
-    cr_send_new(c, rec, c->o.results_topic, ev->key, value, strlen(value), h);
+    cr_send_new(c, rec, c->o.results_topic, ev->key, value, value_len, h);
 }
 
 /* Produces the unchanged record to the DLQ with the SPEC's headers. Outside c->lock. */

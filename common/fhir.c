@@ -3,6 +3,7 @@
 
 #include "fhir_ref.h"
 #include "http_client.h"
+#include "json_text.h"
 #include "log.h"
 
 #include <openssl/crypto.h>
@@ -778,7 +779,7 @@ int fhir_create(struct fhir_client *f, const char *type, const json_t *resource,
         fhir_error_local(err, "POST", type, "resourceType does not match the endpoint");
         goto out;
     }
-    body = json_dumps(resource, JSON_COMPACT);
+    body = json_text_dump(resource, JSON_COMPACT, NULL);
     len = strlen(f->base) + strlen(type) + 2;
     url = malloc(len);
     if (!body || !url) {

@@ -2,6 +2,7 @@
  * suspend/resume. */
 #include "http_server.h"
 
+#include "json_text.h"
 #include "log.h"
 #include "problem.h"
 
@@ -226,23 +227,25 @@ static void http_respond_owned(struct http_request *req, int status, const char 
 
 void http_respond_json(struct http_request *req, int status, const json_t *body)
 {
-    char *s = json_dumps(body, JSON_COMPACT);
+    size_t len = 0;
+    char *s = json_text_dump(body, JSON_COMPACT, &len);
     if (!s) {
         http_respond(req, 500, "text/plain", "", 0);
         return;
     }
-    http_respond_owned(req, status, "application/json", s, strlen(s));
+    http_respond_owned(req, status, "application/json", s, len);
 }
 
 void http_respond_problem(struct http_request *req, const json_t *problem)
 {
     json_int_t status = json_integer_value(json_object_get(problem, "status"));
-    char *s = json_dumps(problem, JSON_COMPACT);
+    size_t len = 0;
+    char *s = json_text_dump(problem, JSON_COMPACT, &len);
     if (!s) {
         http_respond(req, 500, "text/plain", "", 0);
         return;
     }
-    http_respond_owned(req, status ? (int)status : 500, "application/problem+json", s, strlen(s));
+    http_respond_owned(req, status ? (int)status : 500, "application/problem+json", s, len);
 }
 
 /* Answers with a problem document built here (no request data in it). */

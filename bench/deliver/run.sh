@@ -20,6 +20,8 @@
 #   GUIDE_LIMIT_LAT [500]     events it handles with LATENCY_MS (extrapolated as a rate)
 #   RUN_TIMEOUT_S [600]       give up on a run after this long
 #   SKIP_BUILD [0]
+#   PERF [unset]              a directory: perf record (dwarf call graphs, PERF_HZ [499] Hz)
+#                             of pm-deliver and pm-sandbox from the group join to the last result
 #   KEEP [0]                  1: keep the state directory (logs, webhook records, metrics)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -209,6 +211,15 @@ run_deliver() { # run_deliver <variant> <latency ms> <in-flight> <messages> <pat
     sleep 0.02
   done
   t_ready=$(now)
+  perf_pids=()
+  if [ -n "${PERF:-}" ]; then # profile pm-deliver and pm-sandbox from the group join on
+    perf record -q -F "${PERF_HZ:-499}" --call-graph dwarf,16384 -p "$dl_pid" \
+      -o "$PERF/deliver-$variant-$lat-$inflight.data" >/dev/null 2>&1 &
+    perf_pids+=($!)
+    perf record -q -F "${PERF_HZ:-499}" --call-graph dwarf,16384 -p "$sb_pid" \
+      -o "$PERF/sandbox-$variant-$lat-$inflight.data" >/dev/null 2>&1 &
+    perf_pids+=($!)
+  fi
   load_during=""
   deadline=$(( $(date +%s) + run_timeout ))
   while :; do
@@ -225,6 +236,7 @@ run_deliver() { # run_deliver <variant> <latency ms> <in-flight> <messages> <pat
     sleep 0.1
   done
   [ -z "$load_during" ] && load_during=$(cut -d' ' -f1 /proc/loadavg)
+  for p in "${perf_pids[@]}"; do kill -INT "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
   hwm=$(status_kb "$dl_pid" VmHWM)
   threads=$(status_kb "$dl_pid" Threads)
   dl_cpu=$(cpu_s "$dl_pid")

@@ -5,6 +5,7 @@
 #include "fhir.h"
 #include "fhir_ref.h"
 #include "http_client.h"
+#include "json_text.h"
 #include "webhook_sig.h"
 
 #include <stdio.h>
@@ -70,12 +71,13 @@ static void msg_send_webhook(struct msg_ctx *m, struct ch_result *r)
     const struct deliver_config *cfg = m->app->cfg;
     struct http_reply rep = {0};
     json_t *body = deliver_webhook_body(&m->msg, m->text, m->people + 1, m->npeople - 1);
-    char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    size_t s_len = 0;
+    char *s = body ? json_text_dump(body, JSON_COMPACT, &s_len) : NULL;
     char sig[128], h_id[128], h_ts[64], h_sig[160];
     long long ts = (long long)time(NULL);
 
     json_decref(body);
-    if (!s || webhook_sig_sign(&cfg->webhook_key, m->msg.communication_id, ts, s, strlen(s), sig,
+    if (!s || webhook_sig_sign(&cfg->webhook_key, m->msg.communication_id, ts, s, s_len, sig,
                                sizeof(sig)) != 0) {
         r->send = SEND_TRANSIENT;
         r->retry_after_ms = -1;
@@ -93,7 +95,7 @@ static void msg_send_webhook(struct msg_ctx *m, struct ch_result *r)
                              .url = cfg->webhook_url,
                              .headers = headers,
                              .body = s,
-                             .body_len = strlen(s),
+                             .body_len = s_len,
                              .target = "webhook"};
     http_client_do(m->app->http, &call, &rep);
     msg_note(r, rep.status, &rep, "webhook");
@@ -157,7 +159,7 @@ static void msg_send_email(struct msg_ctx *m, const char *to, struct ch_result *
     char url[512], auth[600];
     json_t *body =
         deliver_sendgrid_body(to, cfg->sendgrid_from, cfg->email_subject, m->text, m->html);
-    char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    char *s = body ? json_text_dump(body, JSON_COMPACT, NULL) : NULL;
 
     json_decref(body);
     if (!s) {

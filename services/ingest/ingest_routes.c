@@ -3,6 +3,7 @@
 
 #include "cloudevent.h"
 #include "http_server.h"
+#include "json_text.h"
 #include "kafka_producer.h"
 #include "metrics.h"
 #include "problem.h"
@@ -324,29 +325,6 @@ static rd_kafka_headers_t *ingest_headers(struct http_request *req)
     return h;
 }
 
-/* Serialises @p j compactly into @p buf when it fits, else into a malloc'd buffer.
- * @returns the text (NUL-terminated; buf or malloc'd) and its length, or NULL. */
-static char *ingest_dump(const json_t *j, char *buf, size_t size, size_t *len)
-{
-    size_t n = json_dumpb(j, buf, size - 1, JSON_COMPACT);
-    char *big;
-    if (n == 0)
-        return NULL;
-    if (n < size) {
-        buf[n] = '\0';
-        *len = n;
-        return buf;
-    }
-    big = malloc(n + 1);
-    if (!big || json_dumpb(j, big, n, JSON_COMPACT) != n) {
-        free(big);
-        return NULL;
-    }
-    big[n] = '\0';
-    *len = n;
-    return big;
-}
-
 static enum http_result ingest_post(struct http_request *req, void *arg)
 {
     struct ingest_app *app = arg;
@@ -432,7 +410,7 @@ static enum http_result ingest_post(struct http_request *req, void *arg)
         ce = cloudevent_new(r->event_id, "pm-ingest", ev.type, ev.time, subject, ev.data);
         ev.data = NULL; /* owned by ce now */
     }
-    value = ce ? ingest_dump(ce, stackbuf, sizeof(stackbuf), &value_len) : NULL;
+    value = ce ? json_text_dumpb(ce, JSON_COMPACT, stackbuf, sizeof(stackbuf), &value_len) : NULL;
     if (!value) {
         if (r->client_id)
             ingest_dedup_abort(app->dedup, r->event_id);

@@ -195,7 +195,10 @@ static void test_recorder(void)
     struct sandbox_recorder *r = sandbox_recorder_new(3);
     struct sandbox_record_filter all = {-1, NULL, NULL, 0, 0};
     struct sandbox_record_filter fhir = {SANDBOX_TARGET_FHIR, NULL, NULL, 0, 0};
-    json_t *q = json_object(), *h = json_object(), *doc, *stats;
+    static const struct sandbox_record_pair q[] = {{"patient", "p1"}};
+    static const struct sandbox_record_pair h[] = {{"content-type", "application/json"},
+                                                   {"webhook-id", "msg_1"}};
+    json_t *doc, *stats, *first;
     json_error_t jerr;
     size_t len;
     char *out;
@@ -205,7 +208,9 @@ static void test_recorder(void)
                                        "POST",
                                        i % 2 ? "/fhir/Communication" : "/webhook",
                                        q,
+                                       i == 4 ? 0 : 1,
                                        h,
+                                       2,
                                        "{\"x\":1}",
                                        7,
                                        i % 2 ? 201 : 200,
@@ -226,7 +231,24 @@ static void test_recorder(void)
               "{\"x\":1}");
     CHECK(json_is_null(
         json_object_get(json_array_get(json_object_get(doc, "requests"), 0), "signature_valid")));
+    /* Headers and query parameters come back as objects, in the order given. */
+    first = json_array_get(json_object_get(doc, "requests"), 0);
+    CHECK_STR(json_string_value(json_object_get(json_object_get(first, "query"), "patient")), "p1");
+    CHECK_STR(json_string_value(json_object_get(json_object_get(first, "headers"), "webhook-id")),
+              "msg_1");
+    CHECK_STR(json_string_value(json_object_get(first, "path")), "/webhook");
+    CHECK_STR(json_string_value(json_object_get(first, "method")), "POST");
+    CHECK_INT(json_integer_value(json_object_get(first, "status")), 200);
+    CHECK(json_object_size(
+              json_object_get(json_array_get(json_object_get(doc, "requests"), 2), "query")) == 0);
     json_decref(doc);
+    /* A second query answers the same text (entries are serialised once, then reused). */
+    {
+        size_t len2;
+        char *again = sandbox_recorder_query(r, &all, &len2);
+        CHECK(len2 == len && memcmp(again, out, len) == 0);
+        free(again);
+    }
     free(out);
     out = sandbox_recorder_query(r, &fhir, &len);
     doc = json_loadb(out, len, 0, &jerr);
@@ -242,8 +264,6 @@ static void test_recorder(void)
     out = sandbox_recorder_query(r, &all, &len);
     CHECK_STR(out, "{\"requests\":[]}");
     free(out);
-    json_decref(q);
-    json_decref(h);
     sandbox_recorder_free(r);
 }
 

@@ -78,6 +78,10 @@ struct sandbox_answer {
 /** @brief Set status and a compact JSON body; takes the reference to @p body (NULL = "null"). */
 void sandbox_answer_json(struct sandbox_answer *a, int status, json_t *body);
 
+/** @brief Set status and a malloc'd body, which @p a takes over (@p ctype static or NULL). */
+void sandbox_answer_take(struct sandbox_answer *a, int status, const char *ctype, char *body,
+                         size_t len);
+
 /** @brief Set status and a raw body (copied; @p ctype static or NULL). */
 void sandbox_answer_raw(struct sandbox_answer *a, int status, const char *ctype, const char *body,
                         size_t len);
@@ -190,6 +194,11 @@ int sandbox_store_put(struct sandbox_store *st, const json_t *resource, char *er
 
 /** @returns a deep copy of the resource without sandbox markers, or NULL when absent. */
 json_t *sandbox_store_get(struct sandbox_store *st, const char *type, const char *id);
+
+/** @returns the resource without sandbox markers as malloc'd compact JSON text (length in
+ *  @p len), or NULL when absent or out of memory (@p found says which). */
+char *sandbox_store_get_text(struct sandbox_store *st, const char *type, const char *id,
+                             size_t *len, int *found);
 
 /** @returns 1 when a resource of @p type with @p id is stored. */
 int sandbox_store_exists(struct sandbox_store *st, const char *type, const char *id);
@@ -347,12 +356,20 @@ json_t *sandbox_sendgrid_error_json(const char *field, const char *message);
 
 struct sandbox_recorder;
 
+/* A recorded name and value (a header or a query parameter); both copied by the recorder. */
+struct sandbox_record_pair {
+    const char *name;
+    const char *value;
+};
+
 struct sandbox_record_in {
     enum sandbox_target target;
     const char *method;
     const char *path;
-    json_t *query;   /* object; not consumed */
-    json_t *headers; /* object (names lower-case, Authorization redacted); not consumed */
+    const struct sandbox_record_pair *query; /* nquery pairs */
+    size_t nquery;
+    const struct sandbox_record_pair *headers; /* names lower-case, Authorization redacted */
+    size_t nheaders;
     const char *body;
     size_t body_len;
     int status;

@@ -1,6 +1,7 @@
 /* pm-sandbox answers: a response decided by a party, kept until it is sent (now or later). */
 #include "sandbox.h"
 
+#include "json_text.h"
 #include "http_server.h"
 
 #include <stdio.h>
@@ -12,6 +13,16 @@ void sandbox_answer_clear(struct sandbox_answer *a)
 {
     free(a->body);
     memset(a, 0, sizeof(*a));
+}
+
+void sandbox_answer_take(struct sandbox_answer *a, int status, const char *ctype, char *body,
+                         size_t len)
+{
+    free(a->body);
+    a->body = body;
+    a->len = body ? len : 0;
+    a->status = status;
+    a->content_type = ctype;
 }
 
 void sandbox_answer_raw(struct sandbox_answer *a, int status, const char *ctype, const char *body,
@@ -39,13 +50,14 @@ void sandbox_answer_raw(struct sandbox_answer *a, int status, const char *ctype,
 void sandbox_answer_json(struct sandbox_answer *a, int status, json_t *body)
 {
     char *s;
+    size_t len = 0;
 
     if (!body) {
         /* Canvas answers a successful create with the JSON literal null. */
         sandbox_answer_raw(a, status, "application/json", "null", 4);
         return;
     }
-    s = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    s = json_text_dump(body, JSON_COMPACT | JSON_ENCODE_ANY, &len);
     json_decref(body);
     if (!s) {
         sandbox_answer_raw(a, 500, NULL, NULL, 0);
@@ -53,7 +65,7 @@ void sandbox_answer_json(struct sandbox_answer *a, int status, json_t *body)
     }
     free(a->body);
     a->body = s;
-    a->len = strlen(s);
+    a->len = len;
     a->status = status;
     a->content_type = "application/json";
 }

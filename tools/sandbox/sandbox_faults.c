@@ -2,6 +2,7 @@
  * usual error bodies. */
 #include "sandbox.h"
 
+#include "json_text.h"
 #include "problem.h"
 
 #include <pthread.h>
@@ -89,10 +90,9 @@ static int sandbox_fault_body(struct sandbox_fault *r, const json_t *body)
         json_decref(parsed);
         return 0;
     }
-    r->body = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    r->body = json_text_dump(body, JSON_COMPACT | JSON_ENCODE_ANY, &r->len);
     if (!r->body)
         return -1;
-    r->len = strlen(r->body);
     r->content_type = "application/json";
     return 0;
 }

@@ -83,15 +83,21 @@ static void sandbox_fhir_path_parse(const char *path, struct sandbox_fhir_path *
 static void sandbox_fhir_read(struct sandbox *sb, const struct sandbox_fhir_path *p,
                               struct sandbox_answer *ans)
 {
-    json_t *res = sandbox_store_get(sb->store, p->type, p->id);
+    size_t len = 0;
+    int found = 0;
+    char *res = sandbox_store_get_text(sb->store, p->type, p->id, &len, &found);
     char text[256];
 
-    if (!res) {
+    if (!found) {
         snprintf(text, sizeof(text), "Unknown %s resource '%s'", p->type, p->id);
         sandbox_fhir_error(ans, 404, "not-found", text);
         return;
     }
-    sandbox_answer_json(ans, 200, res);
+    if (!res) {
+        sandbox_answer_raw(ans, 500, NULL, NULL, 0);
+        return;
+    }
+    sandbox_answer_take(ans, 200, "application/json", res, len);
 }
 
 static void sandbox_fhir_search_answer(struct sandbox *sb, struct http_request *req,

@@ -2,6 +2,8 @@
  * counters. */
 #include "sandbox.h"
 
+#include "json_text.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,12 +13,27 @@
 
 #define SANDBOX_STATUS_SLOTS 600
 
-/* One kept request, serialised once when recorded: queries only filter and concatenate. */
+/* One kept request. The request's parts are copied flat into one allocation and serialised by
+ * the first query that returns the entry: building and writing a JSON document per request cost
+ * more than the rest of answering it, and most recorded requests are only ever counted. Later
+ * queries only filter and concatenate. Everything but the ring position is touched only under
+ * the recorder's lock. */
 struct sandbox_record_entry {
     long long seq;
     enum sandbox_target target;
     char method[16];
-    char *path;
+    const char *path; /* in raw */
+    /* until serialised */
+    char *raw; /* path, pairs, body */
+    const struct sandbox_record_pair *query, *headers;
+    size_t nquery, nheaders;
+    const char *body;
+    size_t body_len;
+    int status;
+    int signature_valid;
+    long fault_id;
+    struct timeval tv;
+    /* once serialised: "{...}" without "seq" */
     char *json;
     size_t json_len;
 };
@@ -55,7 +72,7 @@ static void sandbox_record_entry_free(struct sandbox_record_entry *e)
 {
     if (!e)
         return;
-    free(e->path);
+    free(e->raw);
     free(e->json);
     free(e);
 }
@@ -82,15 +99,83 @@ void sandbox_recorder_free(struct sandbox_recorder *r)
     free(r);
 }
 
-static void sandbox_record_ts(char *out, size_t len)
+static void sandbox_record_ts(const struct timeval *tv, char *out, size_t len)
 {
-    struct timeval tv;
     struct tm tm;
     char base[32];
-    gettimeofday(&tv, NULL);
-    gmtime_r(&tv.tv_sec, &tm);
+    gmtime_r(&tv->tv_sec, &tm);
     strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, len, "%s.%03ldZ", base, (long)(tv.tv_usec / 1000));
+    snprintf(out, len, "%s.%03ldZ", base, (long)(tv->tv_usec / 1000));
+}
+
+/* Copies @p n pairs into @p at (pairs first, then their strings from @p str). */
+static char *sandbox_record_copy_pairs(struct sandbox_record_pair *at, char *str,
+                                       const struct sandbox_record_pair *in, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t nl = strlen(in[i].name) + 1, vl = strlen(in[i].value) + 1;
+        memcpy(str, in[i].name, nl);
+        at[i].name = str;
+        str += nl;
+        memcpy(str, in[i].value, vl);
+        at[i].value = str;
+        str += vl;
+    }
+    return str;
+}
+
+/* One flat copy of what @p in points to. @returns the entry, or NULL without memory. */
+static struct sandbox_record_entry *sandbox_record_entry_new(const struct sandbox_record_in *in)
+{
+    struct sandbox_record_entry *e = calloc(1, sizeof(*e));
+    size_t need = sizeof(struct sandbox_record_pair) * (in->nquery + in->nheaders);
+    size_t strs = strlen(in->path) + 1 + in->body_len + 1;
+    struct sandbox_record_pair *pairs;
+    char *str;
+
+    if (!e)
+        return NULL;
+    for (size_t i = 0; i < in->nquery; i++)
+        strs += strlen(in->query[i].name) + strlen(in->query[i].value) + 2;
+    for (size_t i = 0; i < in->nheaders; i++)
+        strs += strlen(in->headers[i].name) + strlen(in->headers[i].value) + 2;
+    e->raw = malloc(need + strs);
+    if (!e->raw) {
+        free(e);
+        return NULL;
+    }
+    pairs = (struct sandbox_record_pair *)(void *)e->raw;
+    str = e->raw + need;
+    str = sandbox_record_copy_pairs(pairs, str, in->query, in->nquery);
+    str = sandbox_record_copy_pairs(pairs + in->nquery, str, in->headers, in->nheaders);
+    e->query = pairs;
+    e->nquery = in->nquery;
+    e->headers = pairs + in->nquery;
+    e->nheaders = in->nheaders;
+    e->path = str;
+    memcpy(str, in->path, strlen(in->path) + 1);
+    str += strlen(in->path) + 1;
+    if (in->body_len)
+        memcpy(str, in->body, in->body_len);
+    str[in->body_len] = '\0';
+    e->body = str;
+    e->body_len = in->body_len;
+    e->target = in->target;
+    snprintf(e->method, sizeof(e->method), "%s", in->method);
+    e->status = in->status;
+    e->signature_valid = in->signature_valid;
+    e->fault_id = in->fault_id;
+    gettimeofday(&e->tv, NULL);
+    return e;
+}
+
+static json_t *sandbox_record_pairs_json(const struct sandbox_record_pair *p, size_t n)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; o && i < n; i++)
+        json_object_set_new(o, p[i].name,
+                            sandbox_json_string_lossy(p[i].value, strlen(p[i].value)));
+    return o;
 }
 
 static int sandbox_status_slot(int status)
@@ -100,35 +185,11 @@ static int sandbox_status_slot(int status)
 
 long long sandbox_recorder_add(struct sandbox_recorder *r, const struct sandbox_record_in *in)
 {
-    struct sandbox_record_entry *e = calloc(1, sizeof(*e));
-    char ts[40];
-    json_t *doc;
+    /* Copied outside the lock; the sequence number is taken together with the ring insertion,
+     * so the ring is always in seq order and "since" never skips one. */
+    struct sandbox_record_entry *e = sandbox_record_entry_new(in);
     int slot = sandbox_status_slot(in->status);
     long long seq;
-
-    /* Serialised outside the lock, without "seq": the sequence number is taken together with
-     * the ring insertion, so the ring is always in seq order and "since" never skips one. */
-    sandbox_record_ts(ts, sizeof(ts));
-    doc = json_pack("{s:s, s:s, s:s, s:O?, s:O?, s:o, s:i, s:o, s:o, s:s}", "target",
-                    sandbox_target_name(in->target), "method", in->method, "path", in->path,
-                    "query", in->query, "headers", in->headers, "body",
-                    sandbox_json_string_lossy(in->body, in->body_len), "status", in->status,
-                    "signature_valid",
-                    in->signature_valid < 0 ? json_null() : json_boolean(in->signature_valid),
-                    "fault", in->fault_id ? json_integer(in->fault_id) : json_null(), "ts", ts);
-    if (e) {
-        e->target = in->target;
-        snprintf(e->method, sizeof(e->method), "%s", in->method);
-        e->path = strdup(in->path);
-        e->json = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-        if (!e->path || !e->json || e->json[0] != '{') {
-            sandbox_record_entry_free(e);
-            e = NULL;
-        } else {
-            e->json_len = strlen(e->json);
-        }
-    }
-    json_decref(doc);
 
     pthread_mutex_lock(&r->lock);
     seq = r->next_seq++;
@@ -165,6 +226,48 @@ static int sandbox_record_passes(const struct sandbox_record_entry *e,
     return e->seq > f->since;
 }
 
+/* Serialises @p e if it is not yet (caller holds the lock). @returns 0, or -1 without memory. */
+static int sandbox_record_text(struct sandbox_record_entry *e)
+{
+    char ts[40];
+    json_t *doc;
+
+    if (e->json)
+        return 0;
+    sandbox_record_ts(&e->tv, ts, sizeof(ts));
+    doc = json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:i, s:o, s:o, s:s}", "target",
+                    sandbox_target_name(e->target), "method", e->method, "path", e->path, "query",
+                    sandbox_record_pairs_json(e->query, e->nquery), "headers",
+                    sandbox_record_pairs_json(e->headers, e->nheaders), "body",
+                    sandbox_json_string_lossy(e->body, e->body_len), "status", e->status,
+                    "signature_valid",
+                    e->signature_valid < 0 ? json_null() : json_boolean(e->signature_valid),
+                    "fault", e->fault_id ? json_integer(e->fault_id) : json_null(), "ts", ts);
+    e->json = doc ? json_text_dump(doc, JSON_COMPACT, &e->json_len) : NULL;
+    json_decref(doc);
+    if (!e->json || e->json[0] != '{') {
+        free(e->json);
+        e->json = NULL;
+        return -1;
+    }
+    /* The path stays for filtering: keep it in a block of its own, drop the rest. */
+    {
+        size_t pl = strlen(e->path) + 1;
+        char *path = malloc(pl);
+        if (path) {
+            memcpy(path, e->path, pl);
+            free(e->raw);
+            e->raw = path;
+            e->path = path;
+            e->query = e->headers = NULL;
+            e->nquery = e->nheaders = 0;
+            e->body = NULL;
+            e->body_len = 0;
+        }
+    }
+    return 0;
+}
+
 char *sandbox_recorder_query(struct sandbox_recorder *r, const struct sandbox_record_filter *f,
                              size_t *len)
 {
@@ -179,8 +282,8 @@ char *sandbox_recorder_query(struct sandbox_recorder *r, const struct sandbox_re
     used = sizeof(head) - 1;
     pthread_mutex_lock(&r->lock);
     for (size_t i = 0; i < r->count && (f->limit <= 0 || n < f->limit); i++) {
-        const struct sandbox_record_entry *e = r->ring[(r->head + i) % r->max];
-        if (!sandbox_record_passes(e, f))
+        struct sandbox_record_entry *e = r->ring[(r->head + i) % r->max];
+        if (!sandbox_record_passes(e, f) || sandbox_record_text(e) != 0)
             continue;
         char seq[40];
         int sl = snprintf(seq, sizeof(seq), "{\"seq\":%lld,", e->seq);

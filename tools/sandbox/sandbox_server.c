@@ -46,49 +46,56 @@ static const char *const sandbox_recorded_query[] = {
 typedef int (*sandbox_party_fn)(struct sandbox *sb, struct http_request *req,
                                 struct sandbox_answer *ans);
 
+#define SANDBOX_RECORDED_HEADERS (sizeof(sandbox_recorded_headers) / sizeof(char *) - 1)
+#define SANDBOX_RECORDED_QUERY   (sizeof(sandbox_recorded_query) / sizeof(char *) - 1)
+
 /* "Bearer abcd…" (first 4 characters) or "Basic …": enough to tell tokens apart, not to use. */
-static json_t *sandbox_redact_authorization(const char *v)
+static void sandbox_redact_authorization(const char *v, char *out, size_t outlen)
 {
-    char out[64];
     const char *sp = strchr(v, ' ');
 
     if (strncasecmp(v, "Bearer ", 7) == 0) {
         const char *tok = v + 7;
-        snprintf(out, sizeof(out), "Bearer %.4s\xe2\x80\xa6", tok);
+        snprintf(out, outlen, "Bearer %.4s\xe2\x80\xa6", tok);
     } else if (sp && (size_t)(sp - v) < 24) {
-        snprintf(out, sizeof(out), "%.*s \xe2\x80\xa6", (int)(sp - v), v);
+        snprintf(out, outlen, "%.*s \xe2\x80\xa6", (int)(sp - v), v);
     } else {
-        snprintf(out, sizeof(out), "\xe2\x80\xa6");
+        snprintf(out, outlen, "\xe2\x80\xa6");
     }
-    return sandbox_json_string_lossy(out, strlen(out));
 }
 
-static json_t *sandbox_record_headers(struct http_request *req)
+/* The recorded headers of @p req into @p out; @p auth holds the redacted Authorization.
+ * @returns how many. */
+static size_t sandbox_record_headers(struct http_request *req, struct sandbox_record_pair *out,
+                                     char *auth, size_t authlen)
 {
-    json_t *h = json_object();
+    size_t n = 0;
     for (size_t i = 0; sandbox_recorded_headers[i]; i++) {
         const char *name = sandbox_recorded_headers[i];
         const char *v = http_request_header(req, name);
         if (!v)
             continue;
-        json_object_set_new(h, name,
-                            strcmp(name, "authorization") == 0
-                                ? sandbox_redact_authorization(v)
-                                : sandbox_json_string_lossy(v, strlen(v)));
+        if (strcmp(name, "authorization") == 0) {
+            sandbox_redact_authorization(v, auth, authlen);
+            v = auth;
+        }
+        out[n].name = name;
+        out[n++].value = v;
     }
-    return h;
+    return n;
 }
 
-static json_t *sandbox_record_query(struct http_request *req)
+static size_t sandbox_record_query(struct http_request *req, struct sandbox_record_pair *out)
 {
-    json_t *q = json_object();
+    size_t n = 0;
     for (size_t i = 0; sandbox_recorded_query[i]; i++) {
         const char *v = http_request_query(req, sandbox_recorded_query[i]);
-        if (v)
-            json_object_set_new(q, sandbox_recorded_query[i],
-                                sandbox_json_string_lossy(v, strlen(v)));
+        if (v) {
+            out[n].name = sandbox_recorded_query[i];
+            out[n++].value = v;
+        }
     }
-    return q;
+    return n;
 }
 
 /* A token request body with the client_secret value replaced: the record is readable by any
@@ -124,6 +131,8 @@ static void sandbox_record(struct sandbox *sb, struct http_request *req, enum sa
                            const struct sandbox_answer *ans, int signature_valid, long fault_id)
 {
     struct sandbox_record_in in;
+    struct sandbox_record_pair headers[SANDBOX_RECORDED_HEADERS], query[SANDBOX_RECORDED_QUERY];
+    char auth[64];
     char *redacted = NULL;
     size_t len;
     const char *body = http_request_body(req, &len);
@@ -137,16 +146,16 @@ static void sandbox_record(struct sandbox *sb, struct http_request *req, enum sa
     in = (struct sandbox_record_in){target,
                                     http_request_method(req),
                                     http_request_path(req),
-                                    sandbox_record_query(req),
-                                    sandbox_record_headers(req),
+                                    query,
+                                    sandbox_record_query(req, query),
+                                    headers,
+                                    sandbox_record_headers(req, headers, auth, sizeof(auth)),
                                     body,
                                     len,
                                     ans->status,
                                     signature_valid,
                                     fault_id};
     sandbox_recorder_add(sb->recorder, &in);
-    json_decref(in.query);
-    json_decref(in.headers);
     free(redacted);
 }
 

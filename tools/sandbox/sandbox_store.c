@@ -1,6 +1,8 @@
 /* pm-sandbox resource store: FHIR resources by type and id, seeded from fixtures, thread-safe. */
 #include "sandbox.h"
 
+#include "json_text.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,6 +199,27 @@ json_t *sandbox_store_get(struct sandbox_store *st, const char *type, const char
         out = sandbox_store_copy(res, 0);
     pthread_mutex_unlock(&st->lock);
     return out;
+}
+
+char *sandbox_store_get_text(struct sandbox_store *st, const char *type, const char *id,
+                             size_t *len, int *found)
+{
+    char *text = NULL;
+    json_t *res;
+
+    pthread_mutex_lock(&st->lock);
+    res = json_object_get(json_object_get(st->by_type, type), id);
+    *found = res != NULL;
+    if (res && !json_object_get(res, SANDBOX_SCHEDULABLE_KEY)) {
+        /* Serialised under the lock, straight from the stored tree: no copy for a plain read. */
+        text = json_text_dump(res, JSON_COMPACT, len);
+    } else if (res) {
+        json_t *copy = sandbox_store_copy(res, 0);
+        text = copy ? json_text_dump(copy, JSON_COMPACT, len) : NULL;
+        json_decref(copy);
+    }
+    pthread_mutex_unlock(&st->lock);
+    return text;
 }
 
 int sandbox_store_exists(struct sandbox_store *st, const char *type, const char *id)

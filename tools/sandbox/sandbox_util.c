@@ -2,6 +2,7 @@
 #include "sandbox.h"
 
 #include "utf8.h"
+#include "uuid.h"
 
 #include <curl/curl.h>
 #include <microhttpd.h>
@@ -40,13 +41,8 @@ static void sandbox_random_bytes(unsigned char *buf, size_t n)
 
 void sandbox_uuid(char out[37])
 {
-    unsigned char b[16];
-    sandbox_random_bytes(b, sizeof(b));
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-             b[14], b[15]);
+    if (uuid_v4(out) != 0) /* the generator cannot be seeded: see sandbox_random_bytes */
+        abort();
 }
 
 void sandbox_random_alnum(char *out, size_t n)
