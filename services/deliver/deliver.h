@@ -176,6 +176,26 @@ json_t *deliver_sendgrid_body(const char *to, const char *from, const char *subj
 json_t *deliver_reply_resource(const char *patient_id, const char *practitioner_id,
                                const char *text, const char *sent);
 
+/* A patient reply's data, checked. Pointers borrow from the data (and @p event_time). */
+struct deliver_reply_req {
+    const char *patient_id;
+    const char *text;
+    const char *practitioner_id; /* recipient.practitioner_id */
+    const char *email;           /* recipient.email */
+    const char *in_reply_to;
+    const char *sent; /* sent_at, else the event's time, else NULL */
+};
+
+/**
+ * @brief Check a patient.reply.v1 event's data: "patient_id" a FHIR id, "text" more than white
+ *        space, "recipient" (optional) an object with exactly one of "practitioner_id" (a FHIR id)
+ *        or "email", "in_reply_to" (optional) a FHIR id, "sent_at" (optional) RFC 3339.
+ * @param event_time the event's time: "sent" when the data has no sent_at.
+ * @returns 0, or -1 with the field at fault (never its value) in @p err.
+ */
+int deliver_reply_parse(const json_t *data, const char *event_time, struct deliver_reply_req *r,
+                        char *err, size_t errlen);
+
 /**
  * @brief Check the shape of simple-form check-in data: "patient_id" a FHIR id, "questionnaire"
  *        {"id": FHIR id} or {"code": string}, "answers" a non-empty array of objects with exactly

@@ -113,16 +113,6 @@ json_t *deliver_reply_resource(const char *patient_id, const char *practitioner_
                      sent);
 }
 
-/* The event's data, checked. Pointers borrow from the event. */
-struct reply_req {
-    const char *patient_id;
-    const char *text;
-    const char *practitioner_id; /* recipient.practitioner_id */
-    const char *email;           /* recipient.email */
-    const char *in_reply_to;
-    const char *sent; /* sent_at, else the event's time, else NULL */
-};
-
 static int reply_has_text(const char *s)
 {
     for (; *s; s++)
@@ -131,18 +121,17 @@ static int reply_has_text(const char *s)
     return 0;
 }
 
-/* @returns 0, or -1 with the field at fault (never its value) in @p err. */
-static int reply_parse(const struct consumer_event *ev, struct reply_req *r, char *err,
-                       size_t errlen)
+int deliver_reply_parse(const json_t *data, const char *event_time, struct deliver_reply_req *r,
+                        char *err, size_t errlen)
 {
-    json_t *data = ev->ce->data, *recipient = NULL;
+    json_t *recipient = NULL;
     json_t *patient = NULL, *text = NULL, *in_reply_to = NULL, *sent = NULL;
     json_error_t jerr;
 
     memset(r, 0, sizeof(*r));
-    if (json_unpack_ex(data, &jerr, 0, "{s?o, s?o, s?o, s?o, s?o}", "patient_id", &patient, "text",
-                       &text, "recipient", &recipient, "in_reply_to", &in_reply_to, "sent_at",
-                       &sent) != 0) {
+    if (json_unpack_ex((json_t *)data, &jerr, 0, "{s?o, s?o, s?o, s?o, s?o}", "patient_id",
+                       &patient, "text", &text, "recipient", &recipient, "in_reply_to",
+                       &in_reply_to, "sent_at", &sent) != 0) {
         snprintf(err, errlen, "data must be an object");
         return -1;
     }
@@ -195,7 +184,7 @@ static int reply_parse(const struct consumer_event *ev, struct reply_req *r, cha
     } else {
         /* pm-ingest always fills sent_at in; another producer may not: the event's time is
          * when the reply happened as far as it knew. */
-        r->sent = ev->ce->time;
+        r->sent = event_time;
     }
     return 0;
 }
@@ -315,7 +304,7 @@ out:
 /* Recipient resolution, in the order of SPEC §6: recipient.practitioner_id, recipient.email,
  * the sender of in_reply_to, PM_DEFAULT_PRACTITIONER_ID. The first one the event names decides:
  * a recipient that cannot be found is an error, never a reason to try the next. */
-static int reply_recipient(struct deliver_app *app, const struct reply_req *r, char *id,
+static int reply_recipient(struct deliver_app *app, const struct deliver_reply_req *r, char *id,
                            size_t idlen, struct consumer_outcome *out)
 {
     const char *dflt = app->cfg->default_practitioner_id;
@@ -341,13 +330,14 @@ static int reply_recipient(struct deliver_app *app, const struct reply_req *r, c
 void deliver_reply_handle(void *arg, struct consumer_event *ev, struct consumer_outcome *out)
 {
     struct deliver_app *app = arg;
-    struct reply_req req;
+    struct deliver_reply_req req;
     struct wb_state *st;
     struct fhir_error ferr;
     json_t *resource = NULL;
     char id[FHIR_ID_MAX + 1];
 
-    if (reply_parse(ev, &req, out->error, sizeof(out->error)) != 0) {
+    if (deliver_reply_parse(ev->ce->data, ev->ce->time, &req, out->error, sizeof(out->error)) !=
+        0) {
         out->verdict = CONSUMER_INVALID;
         return;
     }
