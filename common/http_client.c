@@ -6,6 +6,7 @@
 #include <curl/curl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,12 @@ struct http_client {
     long timeout_ms;
     long connect_timeout_ms;
     char user_agent[128];
+
+    /* 1 while the client thread waits in epoll_wait with nothing pending: set under the lock
+     * after it found the pending queue empty, cleared by the first caller that queues a call
+     * (that caller writes the eventfd) or by the thread when epoll_wait returns. Callers that
+     * find it 0 skip the eventfd write: the thread looks at the queue before it sleeps again. */
+    atomic_int sleeping;
 
     /* lock guards everything below, and every xfer's done flag. */
     pthread_mutex_t lock;
@@ -268,7 +275,16 @@ static void *http_client_run(void *arg)
             int64_t left = c->timer_at_ms - http_mono_ms();
             wait_ms = left <= 0 ? 0 : left < HTTP_POLL_MS ? (int)left : HTTP_POLL_MS;
         }
+        if (wait_ms > 0) {
+            pthread_mutex_lock(&c->lock);
+            if (c->pending_head || c->stopping)
+                wait_ms = 0; /* queued since the batch was taken: no sleep, no wake needed */
+            else
+                atomic_store(&c->sleeping, 1);
+            pthread_mutex_unlock(&c->lock);
+        }
         n = epoll_wait(c->epfd, events, 64, wait_ms);
+        atomic_store(&c->sleeping, 0);
         for (int i = 0; i < n; i++) {
             int fd = events[i].data.fd, flags = 0;
             if (fd == c->wakefd) {
@@ -414,13 +430,21 @@ fail:
     return NULL;
 }
 
-/* Takes an idle easy handle (reset) from the free list, or makes one. */
-static CURL *http_easy_take(struct http_client *c)
+/* Enters http_client_do: counts the caller (the client is freed only once every caller has
+ * left) and takes an idle easy handle (reset) from the free list, in one lock.
+ * @returns 0 with *@p e set (NULL when none was idle: the caller makes one), or -1 when the
+ * client is stopping (not counted). */
+static int http_enter(struct http_client *c, CURL **e)
 {
-    struct http_easy_slot *s;
-    CURL *e = NULL;
+    struct http_easy_slot *s = NULL;
 
+    *e = NULL;
     pthread_mutex_lock(&c->lock);
+    if (c->stopping) {
+        pthread_mutex_unlock(&c->lock);
+        return -1;
+    }
+    c->callers++;
     s = c->free_easy;
     if (s) {
         c->free_easy = s->next;
@@ -428,22 +452,22 @@ static CURL *http_easy_take(struct http_client *c)
     }
     pthread_mutex_unlock(&c->lock);
     if (s) {
-        e = s->easy;
+        *e = s->easy;
         free(s);
-        return e;
     }
-    return curl_easy_init();
+    return 0;
 }
 
-/* Resets @p e and keeps it for the next call (its connections live in the multi's cache). */
-static void http_easy_give(struct http_client *c, CURL *e)
+/* Leaves http_client_do: @p e (may be NULL) is reset and kept for the next call (its
+ * connections live in the multi's cache), and the caller is no longer counted. */
+static void http_leave(struct http_client *c, CURL *e)
 {
-    struct http_easy_slot *s;
+    struct http_easy_slot *s = NULL;
 
-    if (!e)
-        return;
-    curl_easy_reset(e);
-    s = malloc(sizeof(*s));
+    if (e) {
+        curl_easy_reset(e);
+        s = malloc(sizeof(*s));
+    }
     pthread_mutex_lock(&c->lock);
     if (s && c->nfree_easy < HTTP_IDLE_EASY_MAX) {
         s->easy = e;
@@ -453,6 +477,8 @@ static void http_easy_give(struct http_client *c, CURL *e)
         e = NULL;
         s = NULL;
     }
+    if (--c->callers == 0)
+        pthread_cond_broadcast(&c->idle);
     pthread_mutex_unlock(&c->lock);
     free(s);
     if (e)
@@ -598,19 +624,14 @@ static double http_now_s(void)
 int http_client_do(struct http_client *c, const struct http_call *call, struct http_reply *out)
 {
     struct http_xfer x;
-    int rc = -1, counted = 0, cond = 0;
+    int rc = -1, counted = 0, cond = 0, wake = 0;
     double started = http_now_s();
     char setup_err[128];
 
     memset(out, 0, sizeof(*out));
     memset(&x, 0, sizeof(x));
 
-    pthread_mutex_lock(&c->lock);
-    if (!c->stopping) {
-        c->callers++;
-        counted = 1;
-    }
-    pthread_mutex_unlock(&c->lock);
+    counted = http_enter(c, &x.easy) == 0;
     if (!counted) {
         out->curl_code = CURLE_ABORTED_BY_CALLBACK;
         snprintf(out->error, sizeof(out->error), "the HTTP client is shutting down");
@@ -627,7 +648,8 @@ int http_client_do(struct http_client *c, const struct http_call *call, struct h
         goto out;
     }
     cond = 1;
-    x.easy = http_easy_take(c);
+    if (!x.easy)
+        x.easy = curl_easy_init();
     if (!x.easy) {
         out->curl_code = CURLE_OUT_OF_MEMORY;
         snprintf(out->error, sizeof(out->error), "curl_easy_init failed");
@@ -650,10 +672,12 @@ int http_client_do(struct http_client *c, const struct http_call *call, struct h
         else
             c->pending_head = &x;
         c->pending_tail = &x;
+        wake = atomic_exchange(&c->sleeping, 0);
     }
     pthread_mutex_unlock(&c->lock);
     /* The client lives until every caller has left (http_client_free waits for them). */
-    http_wake(c);
+    if (wake)
+        http_wake(c);
 
     pthread_mutex_lock(&c->lock);
     while (!x.done)
@@ -711,16 +735,10 @@ out:
     free(x.body);
     free(x.hdr);
     curl_slist_free_all(x.hdrs);
-    if (x.easy)
-        http_easy_give(c, x.easy);
     if (cond)
         pthread_cond_destroy(&x.cond);
-    if (counted) {
-        pthread_mutex_lock(&c->lock);
-        if (--c->callers == 0)
-            pthread_cond_broadcast(&c->idle);
-        pthread_mutex_unlock(&c->lock);
-    }
+    if (counted)
+        http_leave(c, x.easy);
     return rc;
 }
 

@@ -407,6 +407,47 @@ static void test_store(struct sandbox_store *st)
     CHECK(sandbox_store_exists(st, "Practitioner", SANDBOX_CANVAS_BOT_ID));
 }
 
+/* A read answers the stored resource's text; the text kept for later reads follows every
+ * store and reset (never a stale version). */
+static void test_store_text(struct sandbox_store *st)
+{
+    char err[256], *text;
+    size_t len = 0;
+    int found = 0;
+    const char *pid = "cafe0000cafe0000cafe0000cafe0000";
+    json_t *res =
+        json_pack("{s:s, s:s, s:s}", "resourceType", "Patient", "id", pid, "gender", "female");
+
+    text = sandbox_store_get_text(st, "Patient", "nope", &len, &found);
+    CHECK(text == NULL && !found);
+    CHECK_INT(sandbox_store_put(st, res, err, sizeof(err)), 0);
+    for (int round = 0; round < 2; round++) { /* serialised, then from the kept text */
+        text = sandbox_store_get_text(st, "Patient", pid, &len, &found);
+        CHECK(found);
+        CHECK_STR(text, "{\"resourceType\":\"Patient\",\"id\":\"cafe0000cafe0000cafe0000cafe0000\","
+                        "\"gender\":\"female\"}");
+        CHECK_INT(len, strlen(text));
+        free(text);
+    }
+    json_object_set_new(res, "gender", json_string("male"));
+    CHECK_INT(sandbox_store_put(st, res, err, sizeof(err)), 0);
+    text = sandbox_store_get_text(st, "Patient", pid, &len, &found);
+    CHECK(text && strstr(text, "\"male\"") != NULL);
+    free(text);
+    sandbox_store_reset(st);
+    text = sandbox_store_get_text(st, "Patient", pid, &len, &found);
+    CHECK(text == NULL && !found);
+    /* A schedulable Practitioner's sandbox marker never shows, on the first read or later. */
+    for (int round = 0; round < 2; round++) {
+        text = sandbox_store_get_text(st, "Practitioner", "4150cd20de8a470aa570a852859ac87e", &len,
+                                      &found);
+        CHECK(text && found && strstr(text, "4150cd20de8a470aa570a852859ac87e") != NULL);
+        CHECK(text && strstr(text, SANDBOX_SCHEDULABLE_KEY) == NULL);
+        free(text);
+    }
+    json_decref(res);
+}
+
 int main(void)
 {
     struct sandbox_store *st = load_builtin();
@@ -418,6 +459,7 @@ int main(void)
     CHECK_INT(sandbox_reference_split("abc", t, sizeof(t), i, sizeof(i)), -1);
 
     test_communication(st);
+    test_store_text(st);
     test_questionnaire_response(st);
     test_qr_items_against_example();
     test_bundle();

@@ -15,6 +15,10 @@ struct sandbox_store {
     pthread_mutex_t lock;
     json_t *by_type;
     json_t *baseline;
+    /* {"<Type>": {"<id>": "<compact JSON of the stored resource>"}}: filled by reads (a read
+     * then costs a copy, not a serialisation), dropped for a resource when it is stored again
+     * and for all by a reset. */
+    json_t *texts;
 };
 
 struct sandbox_store *sandbox_store_new(void)
@@ -25,7 +29,8 @@ struct sandbox_store *sandbox_store_new(void)
     pthread_mutex_init(&st->lock, NULL);
     st->by_type = json_object();
     st->baseline = json_object();
-    if (!st->by_type || !st->baseline) {
+    st->texts = json_object();
+    if (!st->by_type || !st->baseline || !st->texts) {
         sandbox_store_free(st);
         return NULL;
     }
@@ -38,6 +43,7 @@ void sandbox_store_free(struct sandbox_store *st)
         return;
     json_decref(st->by_type);
     json_decref(st->baseline);
+    json_decref(st->texts);
     pthread_mutex_destroy(&st->lock);
     free(st);
 }
@@ -168,6 +174,7 @@ void sandbox_store_reset(struct sandbox_store *st)
     if (copy) {
         json_decref(st->by_type);
         st->by_type = copy;
+        json_object_clear(st->texts);
     }
     pthread_mutex_unlock(&st->lock);
 }
@@ -177,6 +184,11 @@ int sandbox_store_put(struct sandbox_store *st, const json_t *resource, char *er
     int rc;
     pthread_mutex_lock(&st->lock);
     rc = sandbox_store_insert(st->by_type, resource, 0, errstr, errlen);
+    if (rc == 0) {
+        const char *type = json_string_value(json_object_get(resource, "resourceType"));
+        const char *id = json_string_value(json_object_get(resource, "id"));
+        json_object_del(json_object_get(st->texts, type), id);
+    }
     pthread_mutex_unlock(&st->lock);
     return rc;
 }
@@ -205,14 +217,28 @@ char *sandbox_store_get_text(struct sandbox_store *st, const char *type, const c
                              size_t *len, int *found)
 {
     char *text = NULL;
-    json_t *res;
+    json_t *res, *cached;
 
     pthread_mutex_lock(&st->lock);
     res = json_object_get(json_object_get(st->by_type, type), id);
+    cached = res ? json_object_get(json_object_get(st->texts, type), id) : NULL;
     *found = res != NULL;
-    if (res && !json_object_get(res, SANDBOX_SCHEDULABLE_KEY)) {
-        /* Serialised under the lock, straight from the stored tree: no copy for a plain read. */
+    if (cached) {
+        *len = json_string_length(cached);
+        text = malloc(*len + 1);
+        if (text)
+            memcpy(text, json_string_value(cached), *len + 1);
+    } else if (res && !json_object_get(res, SANDBOX_SCHEDULABLE_KEY)) {
+        /* Serialised under the lock, straight from the stored tree, and kept for the next read.
+         * jansson writes valid UTF-8 (every stored string was checked when it was parsed), so
+         * the text needs no second check. */
+        json_t *of_type = json_object_get(st->texts, type);
         text = json_text_dump(res, JSON_COMPACT, len);
+        if (text && !of_type && (of_type = json_object()) != NULL &&
+            json_object_set_new(st->texts, type, of_type) != 0)
+            of_type = NULL;
+        if (text && of_type)
+            json_object_set_new(of_type, id, json_stringn_nocheck(text, *len));
     } else if (res) {
         json_t *copy = sandbox_store_copy(res, 0);
         text = copy ? json_text_dump(copy, JSON_COMPACT, len) : NULL;
