@@ -15,9 +15,9 @@ struct sandbox_store {
     pthread_mutex_t lock;
     json_t *by_type;
     json_t *baseline;
-    /* {"<Type>": {"<id>": "<compact JSON of the stored resource>"}}: filled by reads (a read
-     * then costs a copy, not a serialisation), dropped for a resource when it is stored again
-     * and for all by a reset. */
+    /* {"<Type>": {"<id>": "<compact JSON of the stored resource>"}}: the read answers, made when
+     * a resource is stored (fixtures: on their first read), so a read costs a copy, not a
+     * serialisation; emptied by a reset. Resources with sandbox markers have none. */
     json_t *texts;
 };
 
@@ -179,15 +179,44 @@ void sandbox_store_reset(struct sandbox_store *st)
     pthread_mutex_unlock(&st->lock);
 }
 
+/* Serialises the stored @p res (without sandbox markers: the caller checked) and keeps the text
+ * as its read answer. Caller holds the lock. @returns the kept text (a borrowed string), or NULL
+ * without memory (then no stale text is left either). */
+static json_t *sandbox_store_text_keep(struct sandbox_store *st, const char *type, const char *id,
+                                       const json_t *res)
+{
+    json_t *of_type = json_object_get(st->texts, type), *t = NULL;
+    size_t len = 0;
+    char *text = json_text_dump(res, JSON_COMPACT, &len);
+
+    if (text && !of_type && (of_type = json_object()) != NULL &&
+        json_object_set_new(st->texts, type, of_type) != 0)
+        of_type = NULL;
+    /* jansson writes valid UTF-8 (every stored string was checked when it was parsed), so the
+     * text needs no second check. */
+    if (text && of_type && (t = json_stringn_nocheck(text, len)) != NULL &&
+        json_object_set_new(of_type, id, t) != 0)
+        t = NULL;
+    if (!t && of_type)
+        json_object_del(of_type, id);
+    free(text);
+    return t;
+}
+
 int sandbox_store_put(struct sandbox_store *st, const json_t *resource, char *errstr, size_t errlen)
 {
     int rc;
     pthread_mutex_lock(&st->lock);
     rc = sandbox_store_insert(st->by_type, resource, 0, errstr, errlen);
     if (rc == 0) {
+        /* Serialised now, once: every read of it is then a copy. */
         const char *type = json_string_value(json_object_get(resource, "resourceType"));
         const char *id = json_string_value(json_object_get(resource, "id"));
-        json_object_del(json_object_get(st->texts, type), id);
+        json_t *stored = json_object_get(json_object_get(st->by_type, type), id);
+        if (json_object_get(stored, SANDBOX_SCHEDULABLE_KEY))
+            json_object_del(json_object_get(st->texts, type), id);
+        else
+            sandbox_store_text_keep(st, type, id, stored);
     }
     pthread_mutex_unlock(&st->lock);
     return rc;
@@ -223,22 +252,13 @@ char *sandbox_store_get_text(struct sandbox_store *st, const char *type, const c
     res = json_object_get(json_object_get(st->by_type, type), id);
     cached = res ? json_object_get(json_object_get(st->texts, type), id) : NULL;
     *found = res != NULL;
+    if (!cached && res && !json_object_get(res, SANDBOX_SCHEDULABLE_KEY))
+        cached = sandbox_store_text_keep(st, type, id, res); /* a fixture's first read */
     if (cached) {
         *len = json_string_length(cached);
         text = malloc(*len + 1);
         if (text)
             memcpy(text, json_string_value(cached), *len + 1);
-    } else if (res && !json_object_get(res, SANDBOX_SCHEDULABLE_KEY)) {
-        /* Serialised under the lock, straight from the stored tree, and kept for the next read.
-         * jansson writes valid UTF-8 (every stored string was checked when it was parsed), so
-         * the text needs no second check. */
-        json_t *of_type = json_object_get(st->texts, type);
-        text = json_text_dump(res, JSON_COMPACT, len);
-        if (text && !of_type && (of_type = json_object()) != NULL &&
-            json_object_set_new(st->texts, type, of_type) != 0)
-            of_type = NULL;
-        if (text && of_type)
-            json_object_set_new(of_type, id, json_stringn_nocheck(text, *len));
     } else if (res) {
         json_t *copy = sandbox_store_copy(res, 0);
         text = copy ? json_text_dump(copy, JSON_COMPACT, len) : NULL;
