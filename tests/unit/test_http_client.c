@@ -505,6 +505,31 @@ static void test_concurrent(struct http_client *c)
     CHECK_INT(total, NT * 50);
 }
 
+/* A call made while the client thread sleeps in epoll_wait (it wakes by itself only every
+ * second) is picked up at once: the caller that finds it asleep wakes it, from one thread and
+ * from several at the same moment. A lost wake-up would show as a call of about a second. */
+static void test_wake_from_idle(struct http_client *c)
+{
+    char u[128];
+    int slow = 0, ok = 0;
+
+    url(u, sizeof(u), "/echo");
+    for (int i = 0; i < 12; i++) {
+        struct http_reply r;
+        struct http_call call = {.method = "GET", .url = u};
+        double t0;
+        usleep((useconds_t)(20 + 7 * i) * 1000); /* idle: the thread goes back to sleep */
+        t0 = now_s();
+        if (http_client_do(c, &call, &r) == 0 && r.status == 200)
+            ok++;
+        if (now_s() - t0 >= 0.9)
+            slow++;
+        http_reply_free(&r);
+    }
+    CHECK_INT(ok, 12);
+    CHECK_INT(slow, 0);
+}
+
 static void test_reuse(void)
 {
     struct http_client_options o = {.timeout_ms = 5000};
@@ -640,6 +665,8 @@ int main(void)
         test_refused(c);
         test_too_large(c);
         test_concurrent(c);
+        test_wake_from_idle(c);
+        test_concurrent(c); /* many callers again, after the thread slept */
         http_client_free(c);
     }
     test_reuse();
