@@ -565,6 +565,14 @@ static void cr_run(struct consumer *c, struct cr_record *rec)
     }
     if (dead_class)
         cr_dead_letter(c, rec, dead_class, out.error);
+    if (out.verdict != CONSUMER_RETRY || dead_class) {
+        /* No attempt follows: the handler's state goes now, on the thread that built it (its
+         * memory back to this thread's malloc arena), rather than on the delivery-report thread
+         * once the results are acknowledged. */
+        if (rec->ev.state && rec->ev.state_free)
+            rec->ev.state_free(rec->ev.state);
+        rec->ev.state = NULL;
+    }
 
     pthread_mutex_lock(&c->lock);
     c->in_flight--;

@@ -21,7 +21,8 @@ struct consumer_event {
     const struct cloudevent *ce; /* the decoded CloudEvent */
     int attempt;                 /* 1 on the first call, 2 on the first retry, ... */
     /* Handler-owned state kept across retries of this record (e.g. which channels already
-     * succeeded). Set it with state_free; the runtime frees it when the record is finished. */
+     * succeeded). Set it with state_free; the runtime frees it after the last attempt (and the
+     * failed callback, for a dead-lettered record), or when the record is dropped unfinished. */
     void *state;
     void (*state_free)(void *state);
     struct consumer *consumer;
