@@ -264,6 +264,36 @@ static void test_recorder(void)
     out = sandbox_recorder_query(r, &all, &len);
     CHECK_STR(out, "{\"requests\":[]}");
     free(out);
+    /* Bytes that are not UTF-8 (and a NUL) in a body or a header come back as U+FFFD when the
+     * entry is serialised: the answer stays valid JSON. */
+    {
+        static const struct sandbox_record_pair bad_h[] = {{"user-agent", "x\xc3"}};
+        struct sandbox_record_in in = {SANDBOX_TARGET_WEBHOOK,
+                                       "POST",
+                                       "/webhook",
+                                       NULL,
+                                       0,
+                                       bad_h,
+                                       1,
+                                       "a\xff\0b",
+                                       4,
+                                       200,
+                                       1,
+                                       0};
+        sandbox_recorder_add(r, &in);
+        out = sandbox_recorder_query(r, &all, &len);
+        doc = json_loadb(out, len, 0, &jerr);
+        CHECK(doc != NULL);
+        first = json_array_get(json_object_get(doc, "requests"), 0);
+        CHECK_STR(json_string_value(json_object_get(first, "body")), "a\xef\xbf\xbd\xef\xbf\xbd"
+                                                                     "b");
+        CHECK_STR(
+            json_string_value(json_object_get(json_object_get(first, "headers"), "user-agent")),
+            "x\xef\xbf\xbd");
+        CHECK(json_is_true(json_object_get(first, "signature_valid")));
+        json_decref(doc);
+        free(out);
+    }
     sandbox_recorder_free(r);
 }
 
