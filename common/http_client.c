@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <semaphore.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <time.h>
@@ -25,15 +26,16 @@
 #define HTTP_POLL_MS         1000
 
 /* One call in flight. It lives on the calling thread's stack; the client thread touches it only
- * between submission and completion (done = 1, under the client lock). */
+ * between submission and completion (posting done, after which it must not touch it again). */
 struct http_xfer {
     CURL *easy;
     struct curl_slist *hdrs;
     CURLcode result;
-    int done;
     int aborted;   /* failed by http_client_free or before it reached curl */
     int too_large; /* body or header block over its cap */
-    pthread_cond_t cond;
+    /* Posted once the call is finished. Its own semaphore, not the client lock: the caller wakes
+     * without contending with the client thread and the other callers for that lock. */
+    sem_t done;
     struct http_xfer *next; /* pending queue, then the thread's active list */
     struct http_xfer *prev;
 
@@ -70,7 +72,7 @@ struct http_client {
      * find it 0 skip the eventfd write: the thread looks at the queue before it sleeps again. */
     atomic_int sleeping;
 
-    /* lock guards everything below, and every xfer's done flag. */
+    /* lock guards everything below. */
     pthread_mutex_t lock;
     pthread_cond_t idle; /* signalled when callers drops to 0 */
     int stopping;
@@ -150,15 +152,11 @@ static size_t http_on_header(char *data, size_t size, size_t nmemb, void *userp)
 /* --- the client thread --- */
 
 /* Marks @p x finished and wakes its caller. After this the thread must not touch @p x. */
-static void http_xfer_complete(struct http_client *c, struct http_xfer *x, CURLcode result,
-                               int aborted)
+static void http_xfer_complete(struct http_xfer *x, CURLcode result, int aborted)
 {
-    pthread_mutex_lock(&c->lock);
     x->result = result;
     x->aborted = aborted;
-    x->done = 1;
-    pthread_cond_signal(&x->cond);
-    pthread_mutex_unlock(&c->lock);
+    sem_post(&x->done); /* orders the writes above before the caller's sem_wait returns */
 }
 
 static void http_active_unlink(struct http_client *c, struct http_xfer *x)
@@ -235,7 +233,7 @@ static void http_finish_done(struct http_client *c)
         x = (struct http_xfer *)(void *)priv;
         curl_multi_remove_handle(c->multi, easy);
         http_active_unlink(c, x);
-        http_xfer_complete(c, x, result, 0);
+        http_xfer_complete(x, result, 0);
     }
 }
 
@@ -260,7 +258,7 @@ static void *http_client_run(void *arg)
             next = x->next;
             x->next = x->prev = NULL;
             if (stopping || curl_multi_add_handle(c->multi, x->easy) != CURLM_OK) {
-                http_xfer_complete(c, x, CURLE_ABORTED_BY_CALLBACK, 1);
+                http_xfer_complete(x, CURLE_ABORTED_BY_CALLBACK, 1);
                 continue;
             }
             x->next = c->active;
@@ -313,7 +311,7 @@ static void *http_client_run(void *arg)
         struct http_xfer *x = c->active;
         curl_multi_remove_handle(c->multi, x->easy);
         http_active_unlink(c, x);
-        http_xfer_complete(c, x, CURLE_ABORTED_BY_CALLBACK, 1);
+        http_xfer_complete(x, CURLE_ABORTED_BY_CALLBACK, 1);
     }
     return NULL;
 }
@@ -624,7 +622,7 @@ static double http_now_s(void)
 int http_client_do(struct http_client *c, const struct http_call *call, struct http_reply *out)
 {
     struct http_xfer x;
-    int rc = -1, counted = 0, cond = 0, wake = 0;
+    int rc = -1, counted = 0, sem = 0, queued = 0, wake = 0;
     double started = http_now_s();
     char setup_err[128];
 
@@ -642,12 +640,12 @@ int http_client_do(struct http_client *c, const struct http_call *call, struct h
         snprintf(out->error, sizeof(out->error), "request without method or URL");
         goto out;
     }
-    if (pthread_cond_init(&x.cond, NULL) != 0) {
+    if (sem_init(&x.done, 0, 0) != 0) {
         out->curl_code = CURLE_OUT_OF_MEMORY;
-        snprintf(out->error, sizeof(out->error), "cannot create a condition variable");
+        snprintf(out->error, sizeof(out->error), "cannot create a semaphore");
         goto out;
     }
-    cond = 1;
+    sem = 1;
     if (!x.easy)
         x.easy = curl_easy_init();
     if (!x.easy) {
@@ -663,10 +661,10 @@ int http_client_do(struct http_client *c, const struct http_call *call, struct h
 
     pthread_mutex_lock(&c->lock);
     if (c->stopping) {
-        x.done = 1;
         x.aborted = 1;
         x.result = CURLE_ABORTED_BY_CALLBACK;
     } else {
+        queued = 1;
         if (c->pending_tail)
             c->pending_tail->next = &x;
         else
@@ -679,10 +677,9 @@ int http_client_do(struct http_client *c, const struct http_call *call, struct h
     if (wake)
         http_wake(c);
 
-    pthread_mutex_lock(&c->lock);
-    while (!x.done)
-        pthread_cond_wait(&x.cond, &c->lock);
-    pthread_mutex_unlock(&c->lock);
+    if (queued)
+        while (sem_wait(&x.done) != 0)
+            ; /* EINTR: a signal handler ran; the call is still in flight */
 
     curl_easy_getinfo(x.easy, CURLINFO_NUM_CONNECTS, &out->new_connections);
     if (x.aborted) {
@@ -735,8 +732,8 @@ out:
     free(x.body);
     free(x.hdr);
     curl_slist_free_all(x.hdrs);
-    if (cond)
-        pthread_cond_destroy(&x.cond);
+    if (sem)
+        sem_destroy(&x.done);
     if (counted)
         http_leave(c, x.easy);
     return rc;
