@@ -23,6 +23,9 @@
 #   PERF [unset]              a directory: perf record (dwarf call graphs, PERF_HZ [499] Hz)
 #                             of pm-deliver and pm-sandbox from the group join to the last result
 #   KEEP [0]                  1: keep the state directory (logs, webhook records, metrics)
+#   DELIVER_WRAPPER [unset]   words put before pm-deliver, e.g. "valgrind --tool=callgrind
+#                             --callgrind-out-file=/tmp/cg.%p" to count instructions per message
+#                             (deterministic, unlike the rates on a shared machine)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -210,7 +213,7 @@ run_deliver() { # run_deliver <variant> <latency ms> <in-flight> <messages> <pat
     PM_CANVAS_CLIENT_ID=$client_id PM_CANVAS_CLIENT_SECRET=$client_secret \
     PM_DELIVER_CHANNELS=webhook PM_WEBHOOK_URL="$sb/webhook" PM_WEBHOOK_SECRET=$secret \
     PM_DELIVER_MAX_IN_FLIGHT=$inflight \
-    "$bin/pm-deliver" 2>>"$state/deliver.log" </dev/null &
+    ${DELIVER_WRAPPER:-} "$bin/pm-deliver" 2>>"$state/deliver.log" </dev/null &
   dl_pid=$!
   pids+=("$dl_pid")
   # Ready = a group member (the mock cluster's fixed ~3 s join delay is over).

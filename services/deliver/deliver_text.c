@@ -407,6 +407,30 @@ static void conv_char(struct html_conv *c, uint32_t cp)
     text_buf_put_cp(b, cp);
 }
 
+/* Writes a run of printable ASCII other than space, '<' and '&' (see plain_run): what
+ * conv_char does for each of them, in one append. */
+static void conv_text(struct html_conv *c, const char *s, size_t len)
+{
+    if (c->tags)
+        conv_word(c);
+    text_buf_put(&c->out, s, len);
+}
+
+/* Length of the run at s[i..] of characters conv_char writes unchanged, whatever the state:
+ * printable ASCII other than space, '<' and '&'. Most of a message is such runs. */
+static size_t plain_run(const char *s, size_t n, size_t i)
+{
+    size_t k = i;
+
+    while (k < n) {
+        unsigned char ch = (unsigned char)s[k];
+        if (ch <= 0x20 || ch >= 0x7f || ch == '<' || ch == '&')
+            break;
+        k++;
+    }
+    return k - i;
+}
+
 /* A line break: @p hard always (<br>); otherwise only when the line has text, or, with
  * @p marker, when it has at least a list marker (an empty <li> before the next one). */
 static void conv_break(struct html_conv *c, int hard, int marker)
@@ -886,6 +910,12 @@ char *deliver_html_to_text(const char *content)
     c.tags = html_scan(content, 0);
     while (i < n) {
         char ch = content[i];
+        size_t run = plain_run(content, n, i);
+        if (run > 0) {
+            conv_text(&c, content + i, run);
+            i += run;
+            continue;
+        }
         if (ch == '<' && c.tags) {
             size_t next = conv_markup(&c, content, n, i);
             if (next) {
