@@ -431,6 +431,13 @@ static void cr_send_new(struct consumer *c, struct cr_record *rec, const char *t
 void consumer_publish_result(struct consumer_event *ev, const char *kind, const char *channel,
                              const char *outcome, const char *reason, const char *provider_id)
 {
+    consumer_publish_result_keyed(ev, kind, channel, outcome, reason, provider_id, NULL);
+}
+
+void consumer_publish_result_keyed(struct consumer_event *ev, const char *kind, const char *channel,
+                                   const char *outcome, const char *reason, const char *provider_id,
+                                   const char *dedup_key)
+{
     struct cr_record *rec = ev->internal;
     struct consumer *c = ev->consumer;
     char id[512], now[40];
@@ -457,8 +464,10 @@ void consumer_publish_result(struct consumer_event *ev, const char *kind, const 
         log_error("cannot build a delivery result", LOG_S("event_id", ev->ce->id));
         return;
     }
-    h = rd_kafka_headers_new(1);
+    h = rd_kafka_headers_new(2);
     rd_kafka_header_add(h, CE_HEADER_CONTENT_TYPE, -1, CE_CONTENT_TYPE, -1);
+    if (dedup_key)
+        rd_kafka_header_add(h, CONSUMER_HEADER_DEDUP_KEY, -1, dedup_key, -1);
     cr_send_new(c, rec, c->o.results_topic, ev->key, value, value_len, h);
 }
 

@@ -104,6 +104,20 @@ struct consumer *consumer_start(struct consumer_options *opts, char *errstr, siz
 void consumer_publish_result(struct consumer_event *ev, const char *kind, const char *channel,
                              const char *outcome, const char *reason, const char *provider_id);
 
+/** Record header of a result naming what it is a repeat-guard for (consumer_publish_result_keyed).
+ */
+#define CONSUMER_HEADER_DEDUP_KEY "pm-dedup-key"
+
+/**
+ * @brief consumer_publish_result with the record header pm-dedup-key = @p dedup_key (omitted
+ *        when NULL): the handler's own key for "this was done already", so that a process that
+ *        reads the results topic back (pm-deliver at start) can refuse to do it again. Opaque to
+ *        everyone else; never PHI.
+ */
+void consumer_publish_result_keyed(struct consumer_event *ev, const char *kind, const char *channel,
+                                   const char *outcome, const char *reason, const char *provider_id,
+                                   const char *dedup_key);
+
 /** @returns 1 while the consumer is a group member with an assignment (or waiting for one) and
  *          no fatal error occurred. */
 int consumer_ready(struct consumer *c);

@@ -11,6 +11,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <time.h>
 
@@ -54,6 +55,8 @@ struct deliver_config {
     long http_timeout_ms;
     long drain_timeout_ms;
     int patient_cache_ttl_s;
+    int history_hours;       /* PM_DELIVER_HISTORY_HOURS: results read back at start; 0 = none */
+    long history_timeout_ms; /* PM_DELIVER_HISTORY_TIMEOUT_MS */
 };
 
 /** @brief Read and validate the whole configuration; problems go to @p r. */
@@ -304,10 +307,27 @@ struct deliver_app {
     struct deliver_cache *practitioners;  /* practitioner id by email (replies) */
     struct deliver_cache *questionnaires; /* Questionnaire resources by "id:<id>" / "code:<c>" */
     struct deliver_cache *replies;        /* reply event id → created Communication id */
+    volatile sig_atomic_t *interrupted;   /* deliver_app_start's: a stop was asked for */
 };
 
-/** @brief Start everything: HTTP clients, producer, consumer, health server. NULL on failure. */
-struct deliver_app *deliver_app_start(const struct deliver_config *cfg, char *errstr,
+/**
+ * @brief Reads the last cfg->history_hours of the results topic back, up to where it ended when
+ *        this began: every "delivered" result with a pm-dedup-key header goes into
+ *        app->delivered (messages) or app->replies (write-backs), so that a restarted process,
+ *        or one that took over partitions, does not deliver or create again what was done
+ *        before. Records older than the window are skipped.
+ * @returns the number of such results, or -1 with the reason in @p errstr (Kafka unreachable
+ *          or the topic not read to its end within cfg->history_timeout_ms).
+ */
+long deliver_history_load(struct deliver_app *app, char *errstr, size_t errlen);
+
+/**
+ * @brief Start everything: HTTP clients, producer, consumer, health server. NULL on failure.
+ * @param interrupted set by the caller's signal handler: reading earlier deliveries back (which
+ *        may wait for Kafka) gives up when it turns non-zero. May be NULL.
+ */
+struct deliver_app *deliver_app_start(const struct deliver_config *cfg,
+                                      volatile sig_atomic_t *interrupted, char *errstr,
                                       size_t errlen);
 
 /** @returns non-zero after a fatal Kafka error (reason in @p errstr). */

@@ -90,7 +90,9 @@ static void deliver_app_free(struct deliver_app *app)
     free(app);
 }
 
-struct deliver_app *deliver_app_start(const struct deliver_config *cfg, char *errstr, size_t errlen)
+struct deliver_app *deliver_app_start(const struct deliver_config *cfg,
+                                      volatile sig_atomic_t *interrupted, char *errstr,
+                                      size_t errlen)
 {
     struct deliver_app *app = calloc(1, sizeof(*app));
     struct http_client_options ho = {0};
@@ -105,6 +107,7 @@ struct deliver_app *deliver_app_start(const struct deliver_config *cfg, char *er
         return NULL;
     }
     app->cfg = cfg;
+    app->interrupted = interrupted;
     pthread_mutex_init(&app->stop_lock, NULL);
     app->metrics = metrics_registry_new();
     app->patients = deliver_cache_new(10000, cfg->patient_cache_ttl_s);
@@ -155,6 +158,17 @@ struct deliver_app *deliver_app_start(const struct deliver_config *cfg, char *er
     app->server = http_server_start(&so, errstr, errlen);
     if (!app->server)
         goto fail;
+
+    {
+        /* Before the first record is taken: what earlier runs delivered is not delivered again.
+         * Without Kafka this start would not get far either; an incomplete read only makes
+         * repeats possible again (at-least-once), so it is a warning, not a reason to stop. */
+        char herr[256];
+        if (deliver_history_load(app, herr, sizeof(herr)) < 0 && !(interrupted && *interrupted))
+            log_warn("earlier deliveries not fully read back: a message delivered before this "
+                     "start may be delivered again",
+                     LOG_S("topic", cfg->topic_deliveries), LOG_S("error", herr));
+    }
 
     conf = kafka_conf_build(&cfg->kafka, errstr, errlen);
     if (!conf)

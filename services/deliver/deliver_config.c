@@ -53,6 +53,10 @@ const struct config_var deliver_config_vars[] = {
     {"PM_HTTP_TIMEOUT_MS", "15000", 0, "timeout of every outbound HTTP request"},
     {"PM_DELIVER_DRAIN_TIMEOUT_MS", "30000", 0, "how long SIGTERM waits for work in progress"},
     {"PM_DELIVER_PATIENT_CACHE_TTL_S", "300", 0, "how long a Patient read is reused"},
+    {"PM_DELIVER_HISTORY_HOURS", "168", 0,
+     "hours of delivery results read back at start, so nothing done before is done again; 0 = off"},
+    {"PM_DELIVER_HISTORY_TIMEOUT_MS", "120000", 0,
+     "how long reading them back may take before pm-deliver starts without the rest"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -248,6 +252,9 @@ void deliver_config_load(struct deliver_config *cfg, struct config_report *r)
     cfg->http_timeout_ms = config_long("PM_HTTP_TIMEOUT_MS", 15000, 100, 600000, r);
     cfg->drain_timeout_ms = config_long("PM_DELIVER_DRAIN_TIMEOUT_MS", 30000, 0, 600000, r);
     cfg->patient_cache_ttl_s = (int)config_long("PM_DELIVER_PATIENT_CACHE_TTL_S", 300, 0, 86400, r);
+    cfg->history_hours = (int)config_long("PM_DELIVER_HISTORY_HOURS", 168, 0, 8760, r);
+    cfg->history_timeout_ms =
+        config_long("PM_DELIVER_HISTORY_TIMEOUT_MS", 120000, 1000, 3600000, r);
 }
 
 void deliver_config_free(struct deliver_config *cfg)

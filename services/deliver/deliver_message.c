@@ -243,11 +243,12 @@ static enum ch_state msg_fan_out(struct msg_ctx *m, enum deliver_channel ch,
     return pending ? CH_PENDING : failed ? CH_FAILED : CH_DELIVERED;
 }
 
+/* @p dedup_key: the app->delivered key, on "delivered" results only (read back at start). */
 static void msg_publish(struct consumer_event *ev, enum deliver_channel ch, const char *outcome,
-                        const char *reason, const char *provider_id)
+                        const char *reason, const char *provider_id, const char *dedup_key)
 {
-    consumer_publish_result(ev, "message", deliver_channel_name(ch), outcome, reason,
-                            provider_id && *provider_id ? provider_id : NULL);
+    consumer_publish_result_keyed(ev, "message", deliver_channel_name(ch), outcome, reason,
+                                  provider_id && *provider_id ? provider_id : NULL, dedup_key);
 }
 
 static void msg_state_free(void *p)
@@ -328,7 +329,7 @@ void deliver_message_handle(void *arg, struct consumer_event *ev, struct consume
         seen = deliver_cache_get(app->delivered, key);
         if (seen) {
             m.st->ch[ch] = CH_SKIPPED;
-            msg_publish(ev, ch, "skipped", "already delivered", NULL);
+            msg_publish(ev, ch, "skipped", "already delivered", NULL, NULL);
             json_decref(seen);
         } else {
             pending = 1;
@@ -361,7 +362,7 @@ void deliver_message_handle(void *arg, struct consumer_event *ev, struct consume
             enum deliver_channel ch = cfg->channels[i];
             if (m.st->ch[ch] == CH_PENDING) {
                 m.st->ch[ch] = CH_SKIPPED;
-                msg_publish(ev, ch, "skipped", reason, NULL);
+                msg_publish(ev, ch, "skipped", reason, NULL, NULL);
             }
         }
         log_info("message skipped", LOG_S("event_id", ev->ce->id),
@@ -415,7 +416,7 @@ void deliver_message_handle(void *arg, struct consumer_event *ev, struct consume
         if (now == CH_DELIVERED) {
             snprintf(key, sizeof(key), "%s/%s", comm_id, deliver_channel_name(ch));
             deliver_cache_put(app->delivered, key, json_true());
-            msg_publish(ev, ch, "delivered", NULL, m.st->provider_id[ch]);
+            msg_publish(ev, ch, "delivered", NULL, m.st->provider_id[ch], key);
             log_info("message delivered", LOG_S("event_id", ev->ce->id),
                      LOG_S("communication_id", comm_id), LOG_S("patient_id", patient_id),
                      LOG_S("channel", deliver_channel_name(ch)),
@@ -424,7 +425,7 @@ void deliver_message_handle(void *arg, struct consumer_event *ev, struct consume
             msg_publish(ev, ch, "skipped",
                         ch == CHANNEL_SMS ? "no consented phone number"
                                           : "no consented email address",
-                        NULL);
+                        NULL, NULL);
         } else {
             snprintf(m.st->error[ch], sizeof(m.st->error[ch]), "%s", r.error);
             if (r.retry_after_ms > out->retry_after_ms)
@@ -473,6 +474,6 @@ void deliver_message_failed(void *arg, struct consumer_event *ev, const char *er
         enum deliver_channel ch = app->cfg->channels[i];
         if (st && st->ch[ch] != CH_PENDING && st->ch[ch] != CH_FAILED)
             continue;
-        msg_publish(ev, ch, "failed", st && st->error[ch][0] ? st->error[ch] : error, NULL);
+        msg_publish(ev, ch, "failed", st && st->error[ch][0] ? st->error[ch] : error, NULL, NULL);
     }
 }

@@ -26,10 +26,11 @@ static void wb_state_free(void *p)
 }
 
 /* The app->replies key of an event: CloudEvents ids are unique per source, and the kind keeps a
- * reply and a check-in that happen to share an id apart. */
+ * reply and a check-in that happen to share an id apart. Printable (it is also the results'
+ * pm-dedup-key header) and unambiguous: the source's length comes first. */
 static void wb_key(const struct consumer_event *ev, const char *kind, char *out, size_t len)
 {
-    snprintf(out, len, "%s\n%s\n%s", kind, ev->ce->source, ev->ce->id);
+    snprintf(out, len, "%s %zu %s %s", kind, strlen(ev->ce->source), ev->ce->source, ev->ce->id);
 }
 
 int deliver_writeback_begin(struct deliver_app *app, struct consumer_event *ev, const char *kind,
@@ -65,7 +66,8 @@ int deliver_writeback_begin(struct deliver_app *app, struct consumer_event *ev, 
      * and, as every result of this event, the same result id ("<event id>:canvas"), so readers
      * that deduplicate on source_event_id + channel see one outcome. A "skipped" here would
      * contradict the first result under the same key. */
-    consumer_publish_result(ev, kind, "canvas", "delivered", NULL, st->created_id);
+    wb_key(ev, kind, key, sizeof(key));
+    consumer_publish_result_keyed(ev, kind, "canvas", "delivered", NULL, st->created_id, key);
     out->verdict = CONSUMER_DONE;
     out->label = "delivered";
     return 1;
@@ -85,7 +87,7 @@ void deliver_writeback_created(struct deliver_app *app, struct consumer_event *e
     if (v)
         deliver_cache_put(app->replies, key, v);
     json_decref(v);
-    consumer_publish_result(ev, kind, "canvas", "delivered", NULL, id);
+    consumer_publish_result_keyed(ev, kind, "canvas", "delivered", NULL, id, key);
     out->verdict = CONSUMER_DONE;
     out->label = "delivered";
 }

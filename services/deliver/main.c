@@ -61,7 +61,7 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    app = deliver_app_start(&cfg, err, sizeof(err));
+    app = deliver_app_start(&cfg, &deliver_signal, err, sizeof(err));
     if (!app) {
         log_error("cannot start", LOG_S("error", err));
         deliver_config_free(&cfg);

@@ -1,0 +1,244 @@
+/* What earlier runs delivered, read back from the results topic at start. */
+#include "cloudevent.h"
+#include "consumer.h"
+#include "deliver.h"
+#include "kafka_conf.h"
+#include "log.h"
+
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int64_t history_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t history_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* How long one wait for Kafka may block before the stop flag is looked at again. */
+#define HISTORY_STEP_MS 250
+
+static int history_interrupted(const struct deliver_app *app)
+{
+    return app->interrupted && *app->interrupted;
+}
+
+/* The pm-dedup-key header of @p m, NUL-terminated into @p out; 0 when absent or too long. */
+static int history_key(const rd_kafka_message_t *m, char *out, size_t outlen)
+{
+    rd_kafka_headers_t *h = NULL;
+    const void *v;
+    size_t n;
+
+    if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(h, CONSUMER_HEADER_DEDUP_KEY, &v, &n) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        !v || n == 0 || n >= outlen || memchr(v, '\0', n))
+        return 0;
+    memcpy(out, v, n);
+    out[n] = '\0';
+    return 1;
+}
+
+/* Learns one result record. @returns 1 when it named something done, else 0. */
+static int history_apply(struct deliver_app *app, const rd_kafka_message_t *m, int64_t since_ms)
+{
+    struct cloudevent ce;
+    rd_kafka_timestamp_type_t tstype;
+    int64_t ts = rd_kafka_message_timestamp(m, &tstype);
+    char key[1024], err[128];
+    const char *kind = NULL, *outcome = NULL, *provider_id = NULL;
+    int learned = 0;
+
+    if (tstype != RD_KAFKA_TIMESTAMP_NOT_AVAILABLE && ts >= 0 && ts < since_ms)
+        return 0;
+    if (!history_key(m, key, sizeof(key)))
+        return 0; /* not a "delivered" result of this service: nothing to parse */
+    if (cloudevent_parse(m->payload ? m->payload : "", m->len, &ce, err, sizeof(err)) != 0)
+        return 0;
+    if (strcmp(ce.type, CE_TYPE_DELIVERY_RESULT) == 0 &&
+        json_unpack(ce.data, "{s:s, s:s, s?s}", "kind", &kind, "outcome", &outcome, "provider_id",
+                    &provider_id) == 0 &&
+        strcmp(outcome, "delivered") == 0) {
+        if (strcmp(kind, "message") == 0) {
+            deliver_cache_put(app->delivered, key, json_true());
+            learned = 1;
+        } else if ((strcmp(kind, "reply") == 0 || strcmp(kind, "questionnaire_response") == 0) &&
+                   provider_id && *provider_id) {
+            json_t *id = json_string(provider_id);
+            if (id) {
+                deliver_cache_put(app->replies, key, id);
+                json_decref(id);
+                learned = 1;
+            }
+        }
+    }
+    cloudevent_clear(&ce);
+    return learned;
+}
+
+/* Records read from the end of a partition whose broker cannot tell where the window starts. */
+#define HISTORY_TAIL_MAX 200000
+
+/* Start offsets: the first record at or after @p since_ms of each partition (Kafka's
+ * offsets-for-times). Where the broker answers "none" (which a real broker says when every
+ * record is older, and librdkafka's mock cluster says always) or fails, the last
+ * HISTORY_TAIL_MAX records; records older than the window are skipped by timestamp. */
+static void history_start_offsets(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
+                                  int64_t since_ms, int timeout_ms)
+{
+    rd_kafka_topic_partition_list_t *q = rd_kafka_topic_partition_list_copy(parts);
+    rd_kafka_resp_err_t err;
+
+    for (int i = 0; i < q->cnt; i++)
+        q->elems[i].offset = since_ms;
+    err = rd_kafka_offsets_for_times(rk, q, timeout_ms);
+    for (int i = 0; i < parts->cnt; i++) {
+        int64_t off = q->elems[i].offset;
+        if (err != RD_KAFKA_RESP_ERR_NO_ERROR || q->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR ||
+            off < 0)
+            parts->elems[i].offset = RD_KAFKA_OFFSET_TAIL(HISTORY_TAIL_MAX);
+        else
+            parts->elems[i].offset = off;
+    }
+    rd_kafka_topic_partition_list_destroy(q);
+}
+
+long deliver_history_load(struct deliver_app *app, char *errstr, size_t errlen)
+{
+    const struct deliver_config *cfg = app->cfg;
+    const char *topic = cfg->topic_deliveries;
+    int64_t since_ms = history_now_ms() - (int64_t)cfg->history_hours * 3600 * 1000;
+    int64_t started = history_mono_ms(), deadline = started + cfg->history_timeout_ms;
+    rd_kafka_conf_t *conf;
+    rd_kafka_t *rk;
+    rd_kafka_topic_t *rkt = NULL;
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    rd_kafka_resp_err_t err;
+    char *at_end = NULL;
+    long learned = 0, read = 0;
+    int left = 0, rc = -1;
+    char kerr[256];
+
+    if (cfg->history_hours <= 0)
+        return 0;
+    conf = kafka_conf_build(&cfg->kafka, errstr, errlen);
+    if (!conf)
+        return -1;
+    /* A plain reader: partitions assigned by hand, no group membership, nothing committed. */
+    if (kafka_conf_set(conf, "group.id", "pm-deliver-history", errstr, errlen) != 0 ||
+        kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errlen) != 0 ||
+        kafka_conf_set(conf, "enable.auto.offset.store", "false", errstr, errlen) != 0 ||
+        kafka_conf_set(conf, "enable.partition.eof", "true", errstr, errlen) != 0 ||
+        /* a tail longer than the partition starts at its beginning */
+        kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, errlen) != 0 ||
+        kafka_conf_set(conf, "client.id", "pm-deliver-history", errstr, errlen) != 0) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, kerr, sizeof(kerr));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        snprintf(errstr, errlen, "cannot create a Kafka consumer: %s", kerr);
+        return -1;
+    }
+    rkt = rd_kafka_topic_new(rk, topic, NULL);
+    /* In short steps: a SIGTERM while Kafka is away is answered at once. */
+    do {
+        err = rkt ? rd_kafka_metadata(rk, 0, rkt, &md, HISTORY_STEP_MS) : RD_KAFKA_RESP_ERR__FAIL;
+    } while ((err == RD_KAFKA_RESP_ERR__TIMED_OUT || err == RD_KAFKA_RESP_ERR__TRANSPORT) &&
+             !history_interrupted(app) && history_mono_ms() < deadline);
+    if (history_interrupted(app)) {
+        snprintf(errstr, errlen, "interrupted");
+        goto out;
+    }
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR || md->topic_cnt != 1) {
+        snprintf(errstr, errlen, "cannot read the metadata of %s: %s", topic,
+                 rd_kafka_err2str(err));
+        goto out;
+    }
+    if (md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+        md->topics[0].partition_cnt == 0) {
+        rc = 0; /* nothing was ever delivered */
+        goto out;
+    }
+    if (md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        snprintf(errstr, errlen, "cannot read the metadata of %s: %s", topic,
+                 rd_kafka_err2str(md->topics[0].err));
+        goto out;
+    }
+    parts = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
+    for (int i = 0; i < md->topics[0].partition_cnt; i++)
+        rd_kafka_topic_partition_list_add(parts, topic, md->topics[0].partitions[i].id);
+    history_start_offsets(rk, parts, since_ms, (int)cfg->history_timeout_ms);
+    left = parts->cnt;
+    at_end = calloc((size_t)(md->topics[0].partition_cnt > 0 ? md->topics[0].partition_cnt : 1), 1);
+    if (!at_end) {
+        snprintf(errstr, errlen, "out of memory");
+        goto out;
+    }
+    if (left > 0 && (err = rd_kafka_assign(rk, parts)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        snprintf(errstr, errlen, "cannot assign %s: %s", topic, rd_kafka_err2str(err));
+        goto out;
+    }
+    /* Until every partition reported its end once: records written after that come from this
+     * run's own work (or another member's, which the group's offsets already account for). */
+    while (left > 0 && history_mono_ms() < deadline && !history_interrupted(app)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, HISTORY_STEP_MS);
+        if (!m)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            int32_t p = m->partition;
+            if (p >= 0 && p < md->topics[0].partition_cnt && !at_end[p]) {
+                at_end[p] = 1;
+                left--;
+            }
+        } else if (m->err) {
+            log_warn("reading back earlier deliveries", LOG_S("topic", topic),
+                     LOG_S("error", rd_kafka_err2str(m->err)));
+        } else {
+            read++;
+            learned += history_apply(app, m, since_ms);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    if (left > 0 && history_interrupted(app)) {
+        snprintf(errstr, errlen, "interrupted");
+        goto out;
+    }
+    if (left > 0) {
+        snprintf(errstr, errlen,
+                 "%s not read to its end within PM_DELIVER_HISTORY_TIMEOUT_MS (%ld records read)",
+                 topic, read);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (parts) {
+        rd_kafka_assign(rk, NULL);
+        rd_kafka_topic_partition_list_destroy(parts);
+    }
+    free(at_end);
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (rkt)
+        rd_kafka_topic_destroy(rkt);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    if (rc == 0)
+        log_info("earlier deliveries read back", LOG_S("topic", topic), LOG_I("count", learned),
+                 LOG_I("duration_ms", history_mono_ms() - started));
+    return rc == 0 ? learned : -1;
+}
