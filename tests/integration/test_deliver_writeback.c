@@ -587,13 +587,16 @@ static void test_reply_rate_limited(void)
     sb_ok("DELETE", "/_sandbox/faults", NULL);
 }
 
+#define TWICE_DATA                                                                                 \
+    "{\"patient_id\": \"" PAT "\", \"text\": \"Sent twice\","                                      \
+    " \"recipient\": {\"practitioner_id\": \"" RILEY "\"},"                                        \
+    " \"sent_at\": \"" SENT "\"}"
+
 /* The same CloudEvent twice (at-least-once, a client resending): one Communication, and both
  * deliveries report it. */
 static void test_reply_redelivered(void)
 {
-    static const char data[] = "{\"patient_id\": \"" PAT "\", \"text\": \"Sent twice\","
-                               " \"recipient\": {\"practitioner_id\": \"" RILEY "\"},"
-                               " \"sent_at\": \"" SENT "\"}";
+    static const char data[] = TWICE_DATA;
     static const long ok[] = {201};
     struct found f;
     json_t *before, *after;
@@ -988,6 +991,34 @@ static void test_reply_no_recipient(void)
     expect_no_fhir(1);
 }
 
+/* The same CloudEvent a third time, to a pm-deliver started after the first two: it learnt from
+ * pm.deliveries that the reply was written, so it reports the same Communication and creates
+ * none. */
+static void test_reply_redelivered_after_restart(void)
+{
+    struct found f;
+    json_t *before, *after;
+
+    if (!deliver)
+        return;
+    sb_forget();
+    before = sb_resources("Communication");
+    reply("wb-reply-twice", PAT, TWICE_DATA);
+    if (wait_for(T_RESULTS, "wb-reply-twice", 3, &f) == 0) {
+        json_t *a = json_object_get(f.ce[0], "data"), *c = json_object_get(f.ce[2], "data");
+        H_CHECK_STR(h, json_string_value(json_object_get(c, "outcome")), "delivered");
+        H_CHECK(h, json_is_string(json_object_get(a, "provider_id")));
+        H_CHECK_STR(h, json_string_value(json_object_get(c, "provider_id")),
+                    json_string_value(json_object_get(a, "provider_id")));
+    }
+    found_free(&f);
+    expect_no_fhir(0);
+    after = sb_resources("Communication");
+    H_CHECK_INT(h, json_array_size(after), json_array_size(before));
+    json_decref(before);
+    json_decref(after);
+}
+
 /* No reply text, answer text or address in pm-deliver's log, at any level. */
 static void test_no_phi_logged(struct harness_proc *const *procs, size_t n)
 {
@@ -1061,6 +1092,7 @@ int main(void)
     test_checkin_unavailable();
     test_through_ingest();
     test_reply_no_recipient();
+    test_reply_redelivered_after_restart();
     /* A clean stop (drained, committed; under the sanitizers: nothing leaked). */
     if (deliver)
         H_CHECK_INT(h, harness_proc_stop(deliver, 20000), 0);
