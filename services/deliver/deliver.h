@@ -291,6 +291,7 @@ struct fhir_client;
 struct kafka_producer;
 struct metrics_registry;
 struct metrics_family;
+struct deliver_history;
 
 struct deliver_app {
     const struct deliver_config *cfg;
@@ -308,6 +309,7 @@ struct deliver_app {
     struct deliver_cache *questionnaires; /* Questionnaire resources by "id:<id>" / "code:<c>" */
     struct deliver_cache *replies;        /* reply event id → created Communication id */
     volatile sig_atomic_t *interrupted;   /* deliver_app_start's: a stop was asked for */
+    struct deliver_history *history;      /* follows the results topic (deliver_history.c) */
 };
 
 /**
@@ -315,11 +317,16 @@ struct deliver_app {
  *        this began: every "delivered" result with a pm-dedup-key header goes into
  *        app->delivered (messages) or app->replies (write-backs), so that a restarted process,
  *        or one that took over partitions, does not deliver or create again what was done
- *        before. Records older than the window are skipped.
+ *        before. Records older than the window are skipped. Then a thread ("pm-history")
+ *        goes on following the topic, so that what other members of the group deliver later is
+ *        known here too when their partitions move (app->history; deliver_history_stop).
  * @returns the number of such results, or -1 with the reason in @p errstr (Kafka unreachable
  *          or the topic not read to its end within cfg->history_timeout_ms).
  */
-long deliver_history_load(struct deliver_app *app, char *errstr, size_t errlen);
+long deliver_history_start(struct deliver_app *app, char *errstr, size_t errlen);
+
+/** @brief Stops following the results topic (no-op when not started). */
+void deliver_history_stop(struct deliver_app *app);
 
 /**
  * @brief Start everything: HTTP clients, producer, consumer, health server. NULL on failure.

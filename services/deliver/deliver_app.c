@@ -73,6 +73,7 @@ static const struct http_route deliver_routes[] = {
 
 static void deliver_app_free(struct deliver_app *app)
 {
+    deliver_history_stop(app);
     if (app->server)
         http_server_stop(app->server);
     if (app->producer)
@@ -164,7 +165,7 @@ struct deliver_app *deliver_app_start(const struct deliver_config *cfg,
          * Without Kafka this start would not get far either; an incomplete read only makes
          * repeats possible again (at-least-once), so it is a warning, not a reason to stop. */
         char herr[256];
-        if (deliver_history_load(app, herr, sizeof(herr)) < 0 && !(interrupted && *interrupted))
+        if (deliver_history_start(app, herr, sizeof(herr)) < 0 && !(interrupted && *interrupted))
             log_warn("earlier deliveries not fully read back: a message delivered before this "
                      "start may be delivered again",
                      LOG_S("topic", cfg->topic_deliveries), LOG_S("error", herr));

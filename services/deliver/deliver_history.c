@@ -7,9 +7,12 @@
 
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 
 static int64_t history_now_ms(void)
@@ -25,6 +28,14 @@ static int64_t history_mono_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+/* The reader after its first pass: it keeps following the topic, so that what other members
+ * of the group deliver from now on is known here too before partitions move. */
+struct deliver_history {
+    rd_kafka_t *rk;
+    pthread_t thread;
+    atomic_int stop;
+};
 
 /* How long one wait for Kafka may block before the stop flag is looked at again. */
 #define HISTORY_STEP_MS 250
@@ -65,6 +76,15 @@ static int history_apply(struct deliver_app *app, const rd_kafka_message_t *m, i
         return 0;
     if (!history_key(m, key, sizeof(key)))
         return 0; /* not a "delivered" result of this service: nothing to parse */
+    {
+        /* Known already (this process's own results, read while following): no parse. */
+        json_t *known = deliver_cache_get(app->delivered, key);
+        if (!known)
+            known = deliver_cache_get(app->replies, key);
+        json_decref(known);
+        if (known)
+            return 0;
+    }
     if (cloudevent_parse(m->payload ? m->payload : "", m->len, &ce, err, sizeof(err)) != 0)
         return 0;
     if (strcmp(ce.type, CE_TYPE_DELIVERY_RESULT) == 0 &&
@@ -115,7 +135,42 @@ static void history_start_offsets(rd_kafka_t *rk, rd_kafka_topic_partition_list_
     rd_kafka_topic_partition_list_destroy(q);
 }
 
-long deliver_history_load(struct deliver_app *app, char *errstr, size_t errlen)
+/* Follows the topic after the first pass until deliver_history_stop. */
+static void *history_follow(void *arg)
+{
+    struct deliver_app *app = arg;
+    struct deliver_history *hi = app->history;
+
+    prctl(PR_SET_NAME, "pm-history", 0, 0, 0);
+    while (!atomic_load(&hi->stop)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(hi->rk, HISTORY_STEP_MS);
+        if (!m)
+            continue;
+        if (!m->err)
+            history_apply(app, m, 0);
+        else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            log_debug("following delivery results", LOG_S("error", rd_kafka_err2str(m->err)));
+        rd_kafka_message_destroy(m);
+    }
+    return NULL;
+}
+
+void deliver_history_stop(struct deliver_app *app)
+{
+    struct deliver_history *hi = app->history;
+
+    if (!hi)
+        return;
+    atomic_store(&hi->stop, 1);
+    pthread_join(hi->thread, NULL);
+    rd_kafka_assign(hi->rk, NULL);
+    rd_kafka_consumer_close(hi->rk);
+    rd_kafka_destroy(hi->rk);
+    free(hi);
+    app->history = NULL;
+}
+
+long deliver_history_start(struct deliver_app *app, char *errstr, size_t errlen)
 {
     const struct deliver_config *cfg = app->cfg;
     const char *topic = cfg->topic_deliveries;
@@ -129,7 +184,7 @@ long deliver_history_load(struct deliver_app *app, char *errstr, size_t errlen)
     rd_kafka_resp_err_t err;
     char *at_end = NULL;
     long learned = 0, read = 0;
-    int left = 0, rc = -1;
+    int left = 0, rc = -1, assigned = 0;
     char kerr[256];
 
     if (cfg->history_hours <= 0)
@@ -193,6 +248,7 @@ long deliver_history_load(struct deliver_app *app, char *errstr, size_t errlen)
         snprintf(errstr, errlen, "cannot assign %s: %s", topic, rd_kafka_err2str(err));
         goto out;
     }
+    assigned = left > 0;
     /* Until every partition reported its end once: records written after that come from this
      * run's own work (or another member's, which the group's offsets already account for). */
     while (left > 0 && history_mono_ms() < deadline && !history_interrupted(app)) {
@@ -226,17 +282,33 @@ long deliver_history_load(struct deliver_app *app, char *errstr, size_t errlen)
     }
     rc = 0;
 out:
-    if (parts) {
-        rd_kafka_assign(rk, NULL);
+    if (parts)
         rd_kafka_topic_partition_list_destroy(parts);
-    }
     free(at_end);
     if (md)
         rd_kafka_metadata_destroy(md);
     if (rkt)
         rd_kafka_topic_destroy(rkt);
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
+    /* Read to the end or not (timed out): the same reader goes on following the topic. */
+    if (assigned && !history_interrupted(app)) {
+        struct deliver_history *hi = calloc(1, sizeof(*hi));
+        if (hi) {
+            hi->rk = rk;
+            app->history = hi;
+            if (pthread_create(&hi->thread, NULL, history_follow, app) == 0) {
+                rk = NULL;
+            } else {
+                app->history = NULL;
+                free(hi);
+            }
+        }
+    }
+    if (rk) {
+        if (assigned)
+            rd_kafka_assign(rk, NULL);
+        rd_kafka_consumer_close(rk);
+        rd_kafka_destroy(rk);
+    }
     if (rc == 0)
         log_info("earlier deliveries read back", LOG_S("topic", topic), LOG_I("count", learned),
                  LOG_I("duration_ms", history_mono_ms() - started));

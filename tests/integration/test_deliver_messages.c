@@ -37,6 +37,8 @@
 #define T_AFTER   "Your x-ray images were received."
 #define T_TOKEN   "The clinic is closed on Monday."
 #define T_EMBED   "Your test kit ships tomorrow."
+#define C_OTHER   "d2000000-0000-4000-8000-000000000009" /* embedded: the two-instance test */
+#define T_OTHER   "Your follow-up visit is confirmed."
 
 /* Secrets given to --check-config runs: never printed. */
 #define CC_CLIENT_SECRET "cc-secret-4f1e9a"
@@ -388,6 +390,64 @@ static void test_repeat_after_restart(struct harness_proc **deliver, const char 
     dit_check_result(list, "webhook", "delivered", NULL, 1, "dm-html-forgotten");
     json_decref(list);
     H_CHECK_INT(h, count("target=webhook", mark), 1);
+}
+
+/* ---- 4c. ... nor by another instance that takes the patient's partition over ---- */
+
+static int logged_event(struct harness_proc *p, const char *event_id)
+{
+    char *log = harness_proc_stderr(p), needle[160];
+    int found;
+
+    snprintf(needle, sizeof(needle), "\"msg\":\"message delivered\",\"event_id\":\"%s\"", event_id);
+    found = log && strstr(log, needle) != NULL;
+    free(log);
+    return found;
+}
+
+/* Two instances in the group. The one that owns Lee's partition delivers a message and is
+ * stopped; the other takes the partition over and gets a repeat notification. It started before
+ * the delivery, so only following pm.deliveries (not the read-back at start) can tell it. */
+static void test_repeat_other_instance(struct harness_proc **deliver, const char *const *env,
+                                       const char *const *sensitive)
+{
+    char base2[128];
+    struct harness_proc *second, *owner, *other;
+    long long mark;
+    json_t *list;
+
+    second = dit_deliver_start("deliver-second", env, base2, sizeof(base2), 30000);
+    if (!second)
+        return;
+    /* Both members: the first one's /readyz shows it is still in the group after the join. */
+    dit_message(
+        "dm-other-1", DIT_LEE, C_OTHER,
+        comm_json(C_OTHER, "Practitioner/" DIT_RILEY, "Patient/" DIT_LEE, "completed", T_OTHER));
+    list = results_of("dm-other-1");
+    dit_check_result(list, "webhook", "delivered", "", 1, "dm-other-1");
+    dit_check_result(list, "sms", "delivered", "", 1, "dm-other-1");
+    json_decref(list);
+    owner = logged_event(second, "dm-other-1") ? second : *deliver;
+    other = owner == second ? *deliver : second;
+    H_CHECKF(h, logged_event(owner, "dm-other-1") && !logged_event(other, "dm-other-1"),
+             "exactly one instance delivered dm-other-1");
+
+    H_CHECK_INT(h, harness_proc_stop(owner, 20000), 0);
+    dit_check_log_clean(owner, sensitive);
+    *deliver = other;
+    if (other == second)
+        snprintf(base, sizeof(base), "%s", base2);
+    mark = dit_sb_mark();
+    dit_message(
+        "dm-other-2", DIT_LEE, C_OTHER,
+        comm_json(C_OTHER, "Practitioner/" DIT_RILEY, "Patient/" DIT_LEE, "completed", T_OTHER));
+    list = results_of("dm-other-2");
+    dit_check_result(list, "webhook", "skipped", "already delivered", 1, "dm-other-2");
+    dit_check_result(list, "sms", "skipped", "already delivered", 1, "dm-other-2");
+    json_decref(list);
+    expect_nothing_sent(mark, "a notification handled by the instance that took over");
+    H_CHECKF(h, logged_event(other, "dm-other-2") == 0 && !logged_event(other, "dm-other-1"),
+             "the instance that took over delivered nothing");
 }
 
 /* ---- 3. an embedded Communication is not read from Canvas ---- */
@@ -885,41 +945,19 @@ int main(void)
 {
     /* Message texts, names, numbers and addresses of the fixtures and of this test, and every
      * secret: none may appear in pm-deliver's debug log. */
-    static const char *const sensitive[] = {"lab results",
-                                            "See you",
-                                            T_JORDAN,
-                                            T_QUINN,
-                                            T_RETRY,
-                                            T_422,
-                                            T_EXHAUST,
-                                            T_AFTER,
-                                            T_TOKEN,
-                                            T_EMBED,
-                                            "appointment is tomorrow",
-                                            "Pat Example",
-                                            "\"Pat\"",
-                                            "Dana",
-                                            "Robin",
-                                            "Casey",
-                                            "Jordan",
-                                            "Nocontact",
-                                            "Quinn",
-                                            "Paren",
-                                            "Lee Sample",
-                                            "5554320",
-                                            "555432",
-                                            "123-4567",
-                                            "5551234567",
-                                            "@example.com",
-                                            "@example.net",
-                                            "pat.example",
-                                            DIT_CLIENT_SEC,
-                                            DIT_TWILIO_TOK,
-                                            DIT_SG_KEY,
-                                            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-                                            "Bearer",
-                                            "access_token",
-                                            NULL};
+    static const char *const sensitive[] = {
+        "lab results",  "See you",      T_JORDAN,
+        T_QUINN,        T_RETRY,        T_422,
+        T_EXHAUST,      T_AFTER,        T_TOKEN,
+        T_EMBED,        T_OTHER,        "appointment is tomorrow",
+        "Pat Example",  "\"Pat\"",      "Dana",
+        "Robin",        "Casey",        "Jordan",
+        "Nocontact",    "Quinn",        "Paren",
+        "Lee Sample",   "5554320",      "555432",
+        "123-4567",     "5551234567",   "@example.com",
+        "@example.net", "pat.example",  DIT_CLIENT_SEC,
+        DIT_TWILIO_TOK, DIT_SG_KEY,     "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "Bearer",       "access_token", NULL};
     struct harness_proc *deliver;
     char props[512]; /* a 6 s session: the restarts at the end wait for the old member to go */
     const char *env[] = {"PM_RETRY_DEADLINE_MS=3000", "PM_DELIVER_MAX_IN_FLIGHT=4", props, NULL};
@@ -947,6 +985,7 @@ int main(void)
     test_invalid();
     test_token();
     test_health_metrics();
+    test_repeat_other_instance(&deliver, env, sensitive);
     test_repeat_after_restart(&deliver, env, sensitive);
 
     if (deliver) {
