@@ -199,6 +199,8 @@ long deliver_history_start(struct deliver_app *app, char *errstr, size_t errlen)
         kafka_conf_set(conf, "enable.partition.eof", "true", errstr, errlen) != 0 ||
         /* a tail longer than the partition starts at its beginning */
         kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, errlen) != 0 ||
+        /* librdkafka pre-fetches up to 64 MiB by default: a few MiB keep up as well here */
+        kafka_conf_set(conf, "queued.max.messages.kbytes", "4096", errstr, errlen) != 0 ||
         kafka_conf_set(conf, "client.id", "pm-deliver-history", errstr, errlen) != 0) {
         rd_kafka_conf_destroy(conf);
         return -1;
