@@ -1,4 +1,5 @@
-/* What earlier runs delivered, read back from the results topic at start. */
+/* What was delivered before (by earlier runs or other instances): read back from the results
+ * topic at start, then followed while pm-deliver runs. */
 #include "cloudevent.h"
 #include "consumer.h"
 #include "deliver.h"
