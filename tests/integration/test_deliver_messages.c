@@ -405,6 +405,14 @@ static int logged_event(struct harness_proc *p, const char *event_id)
     return found;
 }
 
+/* A notification for C_OTHER (Riley to Lee, embedded) under event id @p event_id. */
+static void message_other(const char *event_id)
+{
+    dit_message(
+        event_id, DIT_LEE, C_OTHER,
+        comm_json(C_OTHER, "Practitioner/" DIT_RILEY, "Patient/" DIT_LEE, "completed", T_OTHER));
+}
+
 /* Two instances in the group. The one that owns Lee's partition delivers a message and is
  * stopped; the other takes the partition over and gets a repeat notification. It started before
  * the delivery, so only following pm.deliveries (not the read-back at start) can tell it. */
@@ -419,10 +427,8 @@ static void test_repeat_other_instance(struct harness_proc **deliver, const char
     second = dit_deliver_start("deliver-second", env, base2, sizeof(base2), 30000);
     if (!second)
         return;
-    /* Both members: the first one's /readyz shows it is still in the group after the join. */
-    dit_message(
-        "dm-other-1", DIT_LEE, C_OTHER,
-        comm_json(C_OTHER, "Practitioner/" DIT_RILEY, "Patient/" DIT_LEE, "completed", T_OTHER));
+    /* Both are members now: the second one's /readyz answered once it had joined. */
+    message_other("dm-other-1");
     list = results_of("dm-other-1");
     dit_check_result(list, "webhook", "delivered", "", 1, "dm-other-1");
     dit_check_result(list, "sms", "delivered", "", 1, "dm-other-1");
@@ -438,9 +444,7 @@ static void test_repeat_other_instance(struct harness_proc **deliver, const char
     if (other == second)
         snprintf(base, sizeof(base), "%s", base2);
     mark = dit_sb_mark();
-    dit_message(
-        "dm-other-2", DIT_LEE, C_OTHER,
-        comm_json(C_OTHER, "Practitioner/" DIT_RILEY, "Patient/" DIT_LEE, "completed", T_OTHER));
+    message_other("dm-other-2");
     list = results_of("dm-other-2");
     dit_check_result(list, "webhook", "skipped", "already delivered", 1, "dm-other-2");
     dit_check_result(list, "sms", "skipped", "already delivered", 1, "dm-other-2");
