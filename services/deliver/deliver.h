@@ -329,6 +329,14 @@ long deliver_history_start(struct deliver_app *app, char *errstr, size_t errlen)
 void deliver_history_stop(struct deliver_app *app);
 
 /**
+ * @brief Remember in app->delivered that the event @p event_id delivered @p key
+ *        ("<Communication id>/<channel>") with @p provider_id (may be NULL or ""): a later event
+ *        for it is skipped, the same event handled again reports "delivered" again.
+ */
+void deliver_delivered_put(struct deliver_app *app, const char *key, const char *event_id,
+                           const char *provider_id);
+
+/**
  * @brief Start everything: HTTP clients, producer, consumer, health server. NULL on failure.
  * @param interrupted set by the caller's signal handler: reading earlier deliveries back (which
  *        may wait for Kafka) gives up when it turns non-zero. May be NULL.

@@ -70,7 +70,7 @@ static int history_apply(struct deliver_app *app, const rd_kafka_message_t *m, i
     rd_kafka_timestamp_type_t tstype;
     int64_t ts = rd_kafka_message_timestamp(m, &tstype);
     char key[1024], err[128];
-    const char *kind = NULL, *outcome = NULL, *provider_id = NULL;
+    const char *kind = NULL, *outcome = NULL, *provider_id = NULL, *event_id = NULL;
     int learned = 0;
 
     if (tstype != RD_KAFKA_TIMESTAMP_NOT_AVAILABLE && ts >= 0 && ts < since_ms)
@@ -89,11 +89,11 @@ static int history_apply(struct deliver_app *app, const rd_kafka_message_t *m, i
     if (cloudevent_parse(m->payload ? m->payload : "", m->len, &ce, err, sizeof(err)) != 0)
         return 0;
     if (strcmp(ce.type, CE_TYPE_DELIVERY_RESULT) == 0 &&
-        json_unpack(ce.data, "{s:s, s:s, s?s}", "kind", &kind, "outcome", &outcome, "provider_id",
-                    &provider_id) == 0 &&
+        json_unpack(ce.data, "{s:s, s:s, s:s, s?s}", "source_event_id", &event_id, "kind", &kind,
+                    "outcome", &outcome, "provider_id", &provider_id) == 0 &&
         strcmp(outcome, "delivered") == 0) {
         if (strcmp(kind, "message") == 0) {
-            deliver_cache_put(app->delivered, key, json_true());
+            deliver_delivered_put(app, key, event_id, provider_id);
             learned = 1;
         } else if ((strcmp(kind, "reply") == 0 || strcmp(kind, "questionnaire_response") == 0) &&
                    provider_id && *provider_id) {
@@ -169,6 +169,16 @@ void deliver_history_stop(struct deliver_app *app)
     rd_kafka_destroy(hi->rk);
     free(hi);
     app->history = NULL;
+}
+
+void deliver_delivered_put(struct deliver_app *app, const char *key, const char *event_id,
+                           const char *provider_id)
+{
+    json_t *v = json_pack("{s:s, s:s*}", "event_id", event_id, "provider_id",
+                          provider_id && *provider_id ? provider_id : NULL);
+    if (v)
+        deliver_cache_put(app->delivered, key, v);
+    json_decref(v);
 }
 
 long deliver_history_start(struct deliver_app *app, char *errstr, size_t errlen)

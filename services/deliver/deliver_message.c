@@ -323,21 +323,31 @@ void deliver_message_handle(void *arg, struct consumer_event *ev, struct consume
     for (int i = 0; i < cfg->nchannels; i++) {
         enum deliver_channel ch = cfg->channels[i];
         json_t *seen;
+        const char *by;
         if (m.st->ch[ch] != CH_PENDING)
             continue;
         snprintf(key, sizeof(key), "%s/%s", comm_id, deliver_channel_name(ch));
         seen = deliver_cache_get(app->delivered, key);
-        if (seen) {
+        by = json_string_value(json_object_get(seen, "event_id"));
+        if (by && strcmp(by, ev->ce->id) == 0) {
+            /* This very event delivered it (handled again after a restart or a rebalance, or
+             * redriven): the same fact under the same result id, "delivered" with the same
+             * provider_id, not a "skipped" that would contradict it. */
+            m.st->ch[ch] = CH_DELIVERED;
+            msg_publish(ev, ch, "delivered", NULL,
+                        json_string_value(json_object_get(seen, "provider_id")), key);
+            delivered = 1;
+        } else if (seen) {
             m.st->ch[ch] = CH_SKIPPED;
             msg_publish(ev, ch, "skipped", "already delivered", NULL, NULL);
-            json_decref(seen);
         } else {
             pending = 1;
         }
+        json_decref(seen);
     }
     if (!pending) {
         out->verdict = CONSUMER_DONE;
-        out->label = "skipped";
+        out->label = delivered ? "delivered" : "skipped";
         return;
     }
 
@@ -415,7 +425,7 @@ void deliver_message_handle(void *arg, struct consumer_event *ev, struct consume
         m.st->ch[ch] = now;
         if (now == CH_DELIVERED) {
             snprintf(key, sizeof(key), "%s/%s", comm_id, deliver_channel_name(ch));
-            deliver_cache_put(app->delivered, key, json_true());
+            deliver_delivered_put(app, key, ev->ce->id, m.st->provider_id[ch]);
             msg_publish(ev, ch, "delivered", NULL, m.st->provider_id[ch], key);
             log_info("message delivered", LOG_S("event_id", ev->ce->id),
                      LOG_S("communication_id", comm_id), LOG_S("patient_id", patient_id),

@@ -413,6 +413,30 @@ static void message_other(const char *event_id)
         comm_json(C_OTHER, "Practitioner/" DIT_RILEY, "Patient/" DIT_LEE, "completed", T_OTHER));
 }
 
+/* @p list holds two results for @p channel, both "delivered" with the same provider_id. */
+static void check_same_fact(json_t *list, const char *channel, const char *what)
+{
+    json_t *r, *seen[2] = {NULL, NULL};
+    size_t i, n = 0;
+
+    json_array_foreach(list, i, r)
+    {
+        const char *ch = json_string_value(json_object_get(r, "channel"));
+        if (ch && strcmp(ch, channel) == 0 && n < 2)
+            seen[n++] = r;
+    }
+    if (!H_CHECKF(h, n == 2, "%s: %zu %s results, expected 2", what, n, channel))
+        return;
+    for (i = 0; i < 2; i++)
+        H_CHECK_STR(h, json_string_value(json_object_get(seen[i], "outcome")), "delivered");
+    /* Absent (the webhook has none) on both, or the same. */
+    H_CHECKF(h,
+             json_object_get(seen[0], "provider_id") == json_object_get(seen[1], "provider_id") ||
+                 json_equal(json_object_get(seen[0], "provider_id"),
+                            json_object_get(seen[1], "provider_id")),
+             "%s: the %s results name different provider ids", what, channel);
+}
+
 /* Two instances in the group. The one that owns Lee's partition delivers a message and is
  * stopped; the other takes the partition over and gets a repeat notification. It started before
  * the delivery, so only following pm.deliveries (not the read-back at start) can tell it. */
@@ -452,6 +476,20 @@ static void test_repeat_other_instance(struct harness_proc **deliver, const char
     expect_nothing_sent(mark, "a notification handled by the instance that took over");
     H_CHECKF(h, logged_event(other, "dm-other-2") == 0 && !logged_event(other, "dm-other-1"),
              "the instance that took over delivered nothing");
+
+    /* The first event itself again (as after a rebalance, or redriven): the same fact under the
+     * same result id, "delivered" with the same provider_id, and still nothing sent. */
+    mark = dit_sb_mark();
+    message_other("dm-other-1");
+    {
+        const char *ids[] = {"dm-other-1"};
+        json_t *map = dit_wait_results(ids, 1, 6, WAIT_MS);
+        json_t *all = json_object_get(map, "dm-other-1");
+        check_same_fact(all, "webhook", "dm-other-1 handled again");
+        check_same_fact(all, "sms", "dm-other-1 handled again");
+        json_decref(map);
+    }
+    expect_nothing_sent(mark, "the same event handled again");
 }
 
 /* ---- 3. an embedded Communication is not read from Canvas ---- */
