@@ -337,6 +337,12 @@ void deliver_delivered_put(struct deliver_app *app, const char *key, const char 
                            const char *provider_id);
 
 /**
+ * @brief Did the event @p event_id deliver what @p seen (an app->delivered value) records?
+ * @returns 1 with *@p provider_id set (pointing into @p seen; NULL when none), else 0.
+ */
+int deliver_delivered_by(const json_t *seen, const char *event_id, const char **provider_id);
+
+/**
  * @brief Start everything: HTTP clients, producer, consumer, health server. NULL on failure.
  * @param interrupted set by the caller's signal handler: reading earlier deliveries back (which
  *        may wait for Kafka) gives up when it turns non-zero. May be NULL.

@@ -171,14 +171,39 @@ void deliver_history_stop(struct deliver_app *app)
     app->history = NULL;
 }
 
+/* The value is one string, "<event id>\n<provider id>": a few dozen bytes per entry where a
+ * JSON object would take several hundred (the memory holds up to 200,000 of them). */
 void deliver_delivered_put(struct deliver_app *app, const char *key, const char *event_id,
                            const char *provider_id)
 {
-    json_t *v = json_pack("{s:s, s:s*}", "event_id", event_id, "provider_id",
-                          provider_id && *provider_id ? provider_id : NULL);
-    if (v)
-        deliver_cache_put(app->delivered, key, v);
+    size_t el = strlen(event_id), pl = provider_id ? strlen(provider_id) : 0;
+    char *s = malloc(el + pl + 2);
+    json_t *v;
+
+    if (!s)
+        return;
+    memcpy(s, event_id, el);
+    s[el] = '\n';
+    memcpy(s + el + 1, provider_id ? provider_id : "", pl);
+    s[el + 1 + pl] = '\0';
+    v = json_stringn(s, el + 1 + pl);
+    free(s);
+    if (!v)
+        v = json_true(); /* not UTF-8 (a provider id from a header): remembered without it */
+    deliver_cache_put(app->delivered, key, v);
     json_decref(v);
+}
+
+int deliver_delivered_by(const json_t *seen, const char *event_id, const char **provider_id)
+{
+    const char *s = json_string_value(seen), *nl = s ? strrchr(s, '\n') : NULL;
+    size_t el = strlen(event_id);
+
+    *provider_id = NULL;
+    if (!nl || (size_t)(nl - s) != el || memcmp(s, event_id, el) != 0)
+        return 0;
+    *provider_id = nl[1] ? nl + 1 : NULL;
+    return 1;
 }
 
 long deliver_history_start(struct deliver_app *app, char *errstr, size_t errlen)

@@ -323,19 +323,17 @@ void deliver_message_handle(void *arg, struct consumer_event *ev, struct consume
     for (int i = 0; i < cfg->nchannels; i++) {
         enum deliver_channel ch = cfg->channels[i];
         json_t *seen;
-        const char *by;
+        const char *by; /* provider id of the earlier delivery by this same event */
         if (m.st->ch[ch] != CH_PENDING)
             continue;
         snprintf(key, sizeof(key), "%s/%s", comm_id, deliver_channel_name(ch));
         seen = deliver_cache_get(app->delivered, key);
-        by = json_string_value(json_object_get(seen, "event_id"));
-        if (by && strcmp(by, ev->ce->id) == 0) {
+        if (seen && deliver_delivered_by(seen, ev->ce->id, &by)) {
             /* This very event delivered it (handled again after a restart or a rebalance, or
              * redriven): the same fact under the same result id, "delivered" with the same
              * provider_id, not a "skipped" that would contradict it. */
             m.st->ch[ch] = CH_DELIVERED;
-            msg_publish(ev, ch, "delivered", NULL,
-                        json_string_value(json_object_get(seen, "provider_id")), key);
+            msg_publish(ev, ch, "delivered", NULL, by, key);
             delivered = 1;
         } else if (seen) {
             m.st->ch[ch] = CH_SKIPPED;
