@@ -6,13 +6,13 @@
 #include <curl/curl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
-#include <semaphore.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <time.h>
