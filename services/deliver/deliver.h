@@ -303,13 +303,17 @@ struct deliver_app {
     struct consumer *consumer;
     struct http_server *server;
     struct metrics_registry *metrics;
-    struct deliver_cache *patients;       /* Patient resources by id (a few minutes) */
-    struct deliver_cache *delivered;      /* "<communication id>/<channel>" already delivered */
+    struct deliver_cache *patients; /* Patient resources by id (a few minutes) */
+    /* "<communication id>/<channel>" → "<event id>\n<provider id>" of the event that delivered
+     * it (deliver_delivered_put / _by) */
+    struct deliver_cache *delivered;
     struct deliver_cache *practitioners;  /* practitioner id by email (replies) */
     struct deliver_cache *questionnaires; /* Questionnaire resources by "id:<id>" / "code:<c>" */
-    struct deliver_cache *replies;        /* reply event id → created Communication id */
-    volatile sig_atomic_t *interrupted;   /* deliver_app_start's: a stop was asked for */
-    struct deliver_history *history;      /* follows the results topic (deliver_history.c) */
+    /* "<kind> <source length> <source> <event id>" of a reply or check-in → the id of the
+     * resource it created in Canvas */
+    struct deliver_cache *replies;
+    volatile sig_atomic_t *interrupted; /* deliver_app_start's: a stop was asked for */
+    struct deliver_history *history;    /* follows the results topic (deliver_history.c) */
 };
 
 /**
