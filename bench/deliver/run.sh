@@ -73,6 +73,22 @@ client_secret=sandbox-secret
 
 now() { date +%s.%N; }
 status_kb() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# How the machine's CPU time went between stat0 and stat1 (the "cpu" lines of /proc/stat): busy,
+# idle and steal, the time the hypervisor gave to other guests. On a shared VM a run's rate
+# moves with steal and with what the neighbours do to the caches; this says which runs were hit.
+machine_split() {
+  local i d total=0 idle steal
+  for i in 1 2 3 4 5 6 7 8; do
+    d[i]=$((stat1[i] - stat0[i]))
+    total=$((total + d[i]))
+  done
+  idle=$((d[4] + d[5]))
+  steal=${d[8]}
+  [ "$total" -gt 0 ] || total=1
+  printf 'machine busy %d %%, idle %d %%, steal %d %%' $(((total - idle - steal) * 100 / total)) \
+    $((idle * 100 / total)) $((steal * 100 / total))
+}
+
 cpu_s() { # cpu_s <pid>: utime+stime in seconds
   awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null ||
     echo 0
@@ -140,12 +156,22 @@ sb_stat() { # sb_stat <jq path> on GET /_sandbox/stats (0 when the sandbox does 
   { curl -sf "$sb/_sandbox/stats" || echo '{}'; } | jq -r "$1 // 0"
 }
 
-# Webhook requests so far, for the 10 Hz progress poll: a bash match instead of jq, whose start-up
-# would take a few per cent of the two CPUs the benchmark measures.
+# The progress poll below runs while pm-deliver works and shares the two CPUs with it, so it
+# starts no process: perf showed curl (its start-up links a dozen libraries), date, sleep and the
+# command substitutions of the earlier poll taking 8-9 % of the machine's CPU samples at 10 Hz.
+# sb_webhooks sets got to the webhook requests so far (0 when the sandbox does not answer), over
+# bash's /dev/tcp and a regex instead of curl and jq; pause waits on a pipe nobody writes to.
+exec {pause_fd}<> <(:)
+pause() { read -rt "$1" -u "$pause_fd" _ || true; }
 sb_webhooks() {
-  local s
-  s=$(curl -sf "$sb/_sandbox/stats" || true)
-  [[ $s =~ \"by_target\":\{[^}]*\"webhook\":([0-9]+) ]] && echo "${BASH_REMATCH[1]}" || echo 0
+  local fd s="" hostport=${sb#http://}
+  got=0
+  exec {fd}<>"/dev/tcp/${hostport%:*}/${hostport##*:}" || return 0
+  printf 'GET /_sandbox/stats HTTP/1.0\r\nHost: %s\r\n\r\n' "$hostport" >&"$fd"
+  IFS= read -r -d '' -u "$fd" s || true
+  exec {fd}>&-
+  [[ $s =~ \"by_target\":\{[^}]*\"webhook\":([0-9]+) ]] && got=${BASH_REMATCH[1]}
+  return 0
 }
 
 # Mean of a histogram from pm-deliver's /metrics: sum / count of <name>{<labels>}.
@@ -222,6 +248,7 @@ run_deliver() { # run_deliver <variant> <latency ms> <in-flight> <messages> <pat
     sleep 0.02
   done
   t_ready=$(now)
+  read -ra stat0 </proc/stat
   perf_pids=()
   if [ -n "${PERF:-}" ]; then # profile pm-deliver and pm-sandbox from the group join on
     perf record -q -F "${PERF_HZ:-499}" --call-graph dwarf,16384 -p "$dl_pid" \
@@ -232,15 +259,19 @@ run_deliver() { # run_deliver <variant> <latency ms> <in-flight> <messages> <pat
     perf_pids+=($!)
   fi
   load_during=""
-  deadline=$(( $(date +%s) + run_timeout ))
+  printf -v deadline '%(%s)T' -1
+  deadline=$((deadline + run_timeout))
   while :; do
-    got=$(sb_webhooks)
+    sb_webhooks
     [ -z "$load_during" ] && [ "$got" -gt $((n / 2)) ] && load_during=$(cut -d' ' -f1 /proc/loadavg)
     [ "$got" -ge "$n" ] && break
     alive_or_die
-    [ "$(date +%s)" -lt "$deadline" ] || { echo "timed out at $got webhook requests" >&2; break; }
-    sleep 0.1
+    printf -v now_s '%(%s)T' -1
+    [ "$now_s" -lt "$deadline" ] || { echo "timed out at $got webhook requests" >&2; break; }
+    pause 0.1
   done
+  read -ra stat1 </proc/stat # ready → last webhook
+  machine=$(machine_split)
   # Every event finished means its delivery result is on pm.deliveries.
   for _ in $(seq 1 300); do
     [ "$(topic_records pm.deliveries)" -ge "$n" ] && break
@@ -296,7 +327,7 @@ run_deliver() { # run_deliver <variant> <latency ms> <in-flight> <messages> <pat
   [ "$w_distinct" = "$n" ] && [ "$w_lost" = 0 ] && [ "$w_extra" = 0 ] &&
     [ "$w_non200" = 0 ] && [ "$w_badsig" = 0 ] && [ "$r_delivered" = "$n" ] &&
     [ "$dlq" = 0 ] && [ "$dl_rc" = 0 ] || ok=FAIL
-  checks+=("$label: webhook requests $w_count, distinct Communication ids $w_distinct (expected $n; lost $w_lost, unexpected $w_extra, duplicates $w_dups), non-200 $w_non200, bad signatures $w_badsig; $w_gaps stalls of >= 100 ms between webhook arrivals ($w_gap_s s in all, longest $w_gap_max ms); pm.deliveries $r_count results ($r_delivered delivered); pm.dlq $dlq; ready after ${ready_s} s; pm-deliver threads $threads, exit $dl_rc; mean FHIR/webhook request $http_ms ms; CPU: $split: $ok")
+  checks+=("$label: webhook requests $w_count, distinct Communication ids $w_distinct (expected $n; lost $w_lost, unexpected $w_extra, duplicates $w_dups), non-200 $w_non200, bad signatures $w_badsig; $w_gaps stalls of >= 100 ms between webhook arrivals ($w_gap_s s in all, longest $w_gap_max ms); pm.deliveries $r_count results ($r_delivered delivered); pm.dlq $dlq; ready after ${ready_s} s; pm-deliver threads $threads, exit $dl_rc; mean FHIR/webhook request $http_ms ms; CPU: $split; $machine: $ok")
 }
 
 rows=()
