@@ -102,6 +102,10 @@ struct cr_send {
 
 #define CR_BUCKETS      4096
 #define CR_MAX_TRAILING 1000000L
+/* A full buffer first holds the poll thread (it stops taking records) for up to this long; only
+ * a buffer still full after it pauses the partitions. See cr_hold. */
+#define CR_HOLD_MAX_MS  1000
+#define CR_HOLD_STEP_MS 50
 
 struct consumer {
     struct consumer_options o;
@@ -113,6 +117,7 @@ struct consumer {
     pthread_mutex_t lock;
     pthread_cond_t work_cond; /* a key became ready, or workers must quit */
     pthread_cond_t idle_cond; /* something finished */
+    pthread_cond_t room_cond; /* the buffer went down to its hold mark while the poll thread held */
     struct cr_partition *partitions;
     struct cr_keyq *buckets[CR_BUCKETS];
     struct cr_keyq *ready_head, *ready_tail;
@@ -124,6 +129,8 @@ struct consumer {
     int pending_acks;
     int in_producer; /* sends handed to the producer whose callback has not finished */
     int paused;
+    int holding;        /* the poll thread waits on room_cond */
+    int64_t hold_since; /* when the buffer became full and the poll thread began to hold; 0 */
     int workers_quit;
     unsigned rand_state;
 
@@ -138,6 +145,7 @@ struct consumer {
     struct metrics_family *m_duration;
     struct metrics_series *m_in_flight;
     struct metrics_series *m_buffered;
+    struct metrics_series *m_paused;
 };
 
 static int64_t cr_now_us(void)
@@ -229,6 +237,8 @@ static void cr_record_release(struct consumer *c, struct cr_record *rec)
     if (rec->next_in_part)
         rec->next_in_part->prev_in_part = rec->prev_in_part;
     c->buffered--;
+    if (c->holding && c->buffered <= c->o.max_buffered * 3 / 4)
+        pthread_cond_signal(&c->room_cond);
     cr_record_free(rec);
 }
 
@@ -982,7 +992,9 @@ static void cr_timers(struct consumer *c)
     /* Two bounds: records in memory, and finished records whose offsets wait behind an
      * unfinished one (a few bytes each, so the cap is high; past it, something has been stuck
      * for a very long time and consuming on would only grow what a restart has to redo). */
-    if (c->buffered >= c->o.max_buffered || c->trailing >= CR_MAX_TRAILING)
+    if ((c->buffered >= c->o.max_buffered && c->hold_since &&
+         now - c->hold_since >= CR_HOLD_MAX_MS * 1000) ||
+        c->trailing >= CR_MAX_TRAILING)
         want_pause = 1;
     else if (c->buffered <= c->o.max_buffered / 2 && c->trailing <= CR_MAX_TRAILING / 2)
         want_pause = 0;
@@ -1001,11 +1013,13 @@ static void cr_timers(struct consumer *c)
      * max.poll.interval.ms are never at risk however slow the handlers are. */
     if (want_pause == 1 && !c->paused) {
         c->paused = 1;
+        metrics_set(c->m_paused, 1);
         cr_set_pause(c, 1);
         log_debug("buffer full: partitions paused", LOG_I("count", c->buffered),
                   LOG_I("limit", c->trailing));
     } else if (want_pause == 0 && c->paused) {
         c->paused = 0;
+        metrics_set(c->m_paused, 0);
         cr_set_pause(c, 0);
         log_debug("partitions resumed", LOG_I("count", c->buffered));
     }
@@ -1030,12 +1044,57 @@ static void cr_poll_once(struct consumer *c, int timeout_ms, int take)
         rd_kafka_message_destroy(m); /* stopping: not stored, so it is consumed again later */
 }
 
+/*
+ * Backpressure, first step. With the buffer full the poll thread stops taking records and waits
+ * (CR_HOLD_STEP_MS at a time) until the workers have brought it down to three quarters; the
+ * partitions stay as they are, so what librdkafka has fetched meanwhile is taken at once.
+ * Pausing instead would drop that prefetch: librdkafka 2.0 discards a paused partition's fetch
+ * queue and fetches it again after the resume, which took 200-300 ms against pm-devbroker, long
+ * enough for the workers to run dry (measured: 8 stalls of 50-190 ms, a fifth of a 20,000
+ * message benchmark run). Only a buffer that stays full for CR_HOLD_MAX_MS (handlers stuck or
+ * retrying) gets the partitions paused by cr_timers, so that consumer_poll runs again: that
+ * bounds how late a rebalance is served, far inside max.poll.interval.ms.
+ *
+ * @returns 1 when it held (the caller runs the timers and comes back), 0 to poll.
+ */
+static int cr_hold(struct consumer *c)
+{
+    int held = 0;
+
+    pthread_mutex_lock(&c->lock);
+    if (!c->paused && c->buffered >= c->o.max_buffered) {
+        int64_t now = cr_now_us();
+        if (!c->hold_since)
+            c->hold_since = now;
+        if (now - c->hold_since < CR_HOLD_MAX_MS * 1000) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += CR_HOLD_STEP_MS * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            c->holding = 1;
+            while (!atomic_load(&c->stopping) && c->buffered > c->o.max_buffered * 3 / 4)
+                if (pthread_cond_timedwait(&c->room_cond, &c->lock, &until) != 0)
+                    break;
+            c->holding = 0;
+            held = 1;
+        }
+    }
+    if (c->buffered < c->o.max_buffered)
+        c->hold_since = 0; /* the workers made room: not stuck */
+    pthread_mutex_unlock(&c->lock);
+    return held;
+}
+
 static void *cr_poll_main(void *arg)
 {
     struct consumer *c = arg;
     prctl(PR_SET_NAME, "pm-consume", 0, 0, 0);
     while (!atomic_load(&c->stopping)) {
-        cr_poll_once(c, 50, 1);
+        if (!cr_hold(c))
+            cr_poll_once(c, 50, 1);
         cr_timers(c);
     }
     return NULL;
@@ -1072,6 +1131,10 @@ static void cr_metrics_init(struct consumer *c)
     c->m_buffered = metrics_series0(
         metrics_family_new(m, METRICS_GAUGE, name,
                            "records held in memory (handled, waiting or retrying)", NULL, NULL, 0));
+    snprintf(name, sizeof(name), "%s_paused", px);
+    c->m_paused = metrics_series0(metrics_family_new(
+        m, METRICS_GAUGE, name,
+        "1 while the partitions are paused: the buffer stayed full for a second", NULL, NULL, 0));
 }
 
 struct consumer *consumer_start(struct consumer_options *opts, char *errstr, size_t errlen)
@@ -1099,6 +1162,7 @@ struct consumer *consumer_start(struct consumer_options *opts, char *errstr, siz
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->work_cond, NULL);
     pthread_cond_init(&c->idle_cond, NULL);
+    pthread_cond_init(&c->room_cond, NULL);
     cr_metrics_init(c);
 
     /* The at-least-once contract: we store offsets ourselves, only for finished records;
@@ -1172,6 +1236,7 @@ fail_rk:
     rd_kafka_destroy(c->rk);
 fail:
     pthread_cond_destroy(&c->idle_cond);
+    pthread_cond_destroy(&c->room_cond);
     pthread_cond_destroy(&c->work_cond);
     pthread_mutex_destroy(&c->lock);
     free(c);
@@ -1324,6 +1389,7 @@ int consumer_stop(struct consumer *c)
     cr_close(c);
     free(c->workers);
     pthread_cond_destroy(&c->idle_cond);
+    pthread_cond_destroy(&c->room_cond);
     pthread_cond_destroy(&c->work_cond);
     pthread_mutex_destroy(&c->lock);
     free(c);

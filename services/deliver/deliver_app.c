@@ -171,7 +171,16 @@ struct deliver_app *deliver_app_start(const struct deliver_config *cfg,
                      LOG_S("topic", cfg->topic_deliveries), LOG_S("error", herr));
     }
 
-    conf = kafka_conf_build(&cfg->kafka, errstr, errlen);
+    {
+        /* librdkafka prefetches up to 64 MiB per consumer by default. While the consumer's own
+         * buffer is full that prefetch is what waits (docs/consumer-runtime.md), so it is kept to
+         * 16 MiB, some 40,000 events, unless PM_KAFKA_CONFIG_FILE says otherwise. */
+        static const char *const consumer_defaults[] = {"queued.max.messages.kbytes", "16384",
+                                                        NULL};
+        struct kafka_settings ks = cfg->kafka;
+        ks.defaults = consumer_defaults;
+        conf = kafka_conf_build(&ks, errstr, errlen);
+    }
     if (!conf)
         goto fail;
     topics[0] = cfg->topic_messages;

@@ -6,6 +6,7 @@
 #include "kafka_conf.h"
 #include "kafka_producer.h"
 #include "log.h"
+#include "metrics.h"
 
 #include <jansson.h>
 #include <pthread.h>
@@ -107,7 +108,8 @@ static const struct consumer_handler handlers[] = {
     {"test.v1", handle, failed},
 };
 
-static struct consumer *start(struct kafka_producer *p, int in_flight, long deadline_ms)
+static struct consumer *start_with(struct kafka_producer *p, int in_flight, long deadline_ms,
+                                   int max_buffered, struct metrics_registry *m)
 {
     struct kafka_settings ks = {bootstrap, 1, NULL, NULL};
     char err[256];
@@ -133,9 +135,45 @@ static struct consumer *start(struct kafka_producer *p, int in_flight, long dead
     o.retry_max_ms = 200;
     o.retry_deadline_ms = deadline_ms;
     o.drain_timeout_ms = 10000;
+    o.max_buffered = max_buffered;
+    o.metrics = m;
+    o.metrics_prefix = "t";
     c = consumer_start(&o, err, sizeof(err));
     H_CHECKF(h, c != NULL, "consumer_start: %s", err);
     return c;
+}
+
+static struct consumer *start(struct kafka_producer *p, int in_flight, long deadline_ms)
+{
+    return start_with(p, in_flight, deadline_ms, 0, NULL);
+}
+
+/* A gauge's value from the rendered registry ("<name> <value>" on a line of its own). */
+static double gauge(struct metrics_registry *m, const char *name)
+{
+    char *text = metrics_render(m, NULL), *at = text;
+    size_t n = strlen(name);
+    double v = -1;
+    while (at && (at = strstr(at, name)) != NULL) {
+        if ((at == text || at[-1] == '\n') && at[n] == ' ') {
+            v = atof(at + n + 1);
+            break;
+        }
+        at += n;
+    }
+    free(text);
+    return v;
+}
+
+/* Handler calls so far for the events numbered [first, first + n). */
+static int handled_between(int first, int n)
+{
+    int done = 0;
+    pthread_mutex_lock(&seen_lock);
+    for (int s = first; s < first + n; s++)
+        done += calls_by_seq[s] > 0;
+    pthread_mutex_unlock(&seen_lock);
+    return done;
 }
 
 static void produce_ack(void *opaque, const struct kafka_ack *ack)
@@ -378,6 +416,71 @@ int main(void)
                  calls_by_seq[stuck_seq]);
         consumer_stop(c); /* the stuck record is abandoned uncommitted: the next owner retries */
     }
+
+    /* 5. Backpressure (buffer of 8, 2 at a time). a) A full buffer that keeps draining only
+     *    holds the poll thread: the partitions are never paused (pausing makes librdkafka drop
+     *    and refetch what it had prefetched, and the workers ran dry meanwhile), and no more
+     *    than the buffer is taken. b) A buffer that stays full (both workers stuck for 2.5 s)
+     *    pauses the partitions after about a second, and they are resumed once it drains. */
+    struct metrics_registry *m = metrics_registry_new();
+    c = m ? start_with(prod, 2, 60000, 8, m) : NULL;
+    if (c) {
+        int first = seq, done = 0, ever_paused = 0;
+        double most = 0;
+        long long until;
+        for (int i = 0; i < 80; i++) {
+            char key[16];
+            snprintf(key, sizeof(key), "bp-%03d", i);
+            produce(prod, key, -1, seq++, "sleep:15", NULL); /* 80 x 15 ms / 2: 0.6 s */
+        }
+        kafka_producer_flush(prod, 10000);
+        until = harness_now_ms() + 30000;
+        while (harness_now_ms() < until && (done = handled_between(first, 80)) < 80) {
+            double b = gauge(m, "t_buffered");
+            most = b > most ? b : most;
+            ever_paused |= gauge(m, "t_paused") == 1;
+            harness_sleep_ms(5);
+        }
+        H_CHECKF(h, done == 80, "only %d of 80 records were handled", done);
+        H_CHECKF(h, !ever_paused, "partitions were paused while the buffer kept draining");
+        H_CHECKF(h, most >= 6 && most <= 9, "at most %.0f records were buffered (limit 8)", most);
+
+        int stuck_first = seq;
+        long long filled_ms = 0, paused_ms = 0, resumed_ms = 0;
+        produce(prod, "bp-stuck-a", -1, seq++, "sleep:2500", NULL);
+        produce(prod, "bp-stuck-b", -1, seq++, "sleep:2500", NULL);
+        for (int i = 0; i < 20; i++) {
+            char key[16];
+            snprintf(key, sizeof(key), "bp-wait-%02d", i);
+            produce(prod, key, -1, seq++, "ok", NULL);
+        }
+        kafka_producer_flush(prod, 10000);
+        most = 0;
+        until = harness_now_ms() + 30000;
+        while (harness_now_ms() < until && (done = handled_between(stuck_first, 22)) < 22) {
+            double b = gauge(m, "t_buffered"), p = gauge(m, "t_paused");
+            most = b > most ? b : most;
+            if (!filled_ms && b >= 8)
+                filled_ms = harness_now_ms();
+            if (!paused_ms && p == 1)
+                paused_ms = harness_now_ms();
+            if (paused_ms && !resumed_ms && p == 0)
+                resumed_ms = harness_now_ms();
+            harness_sleep_ms(5);
+        }
+        if (paused_ms && !resumed_ms && gauge(m, "t_paused") == 0)
+            resumed_ms = harness_now_ms(); /* the last records can go by between two samples */
+        H_CHECKF(h, done == 22, "only %d of 22 records were handled after the stall", done);
+        H_CHECKF(h, filled_ms && paused_ms, "the buffer was %s full and the partitions %s paused",
+                 filled_ms ? "" : "never", paused_ms ? "" : "never");
+        H_CHECKF(h, !paused_ms || (paused_ms - filled_ms >= 800 && paused_ms - filled_ms <= 2400),
+                 "paused %lld ms after the buffer filled (expected about 1,000)",
+                 paused_ms - filled_ms);
+        H_CHECKF(h, resumed_ms > 0, "the partitions were not resumed");
+        H_CHECKF(h, most <= 9, "%.0f records were buffered (limit 8)", most);
+        H_CHECK_INT(h, consumer_stop(c), 0);
+    }
+    metrics_registry_free(m);
     kafka_producer_destroy(prod, 5000);
     return harness_finish(h);
 }
