@@ -148,6 +148,20 @@ struct consumer {
     struct metrics_series *m_paused;
 };
 
+/* @p ms from now on CLOCK_REALTIME, the clock pthread_cond_timedwait measures against. */
+static struct timespec cr_deadline(long ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
 static int64_t cr_now_us(void)
 {
     struct timespec ts;
@@ -906,15 +920,8 @@ static void cr_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
     cr_drop_waiting(c, 0);
     {
-        struct timespec until;
-        long wait_ms = c->o.drain_timeout_ms < 30000 ? c->o.drain_timeout_ms : 30000;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += wait_ms / 1000;
-        until.tv_nsec += (wait_ms % 1000) * 1000000;
-        if (until.tv_nsec >= 1000000000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000;
-        }
+        struct timespec until =
+            cr_deadline(c->o.drain_timeout_ms < 30000 ? c->o.drain_timeout_ms : 30000);
         while (cr_running_in_revoked(c) > 0) {
             if (pthread_cond_timedwait(&c->idle_cond, &c->lock, &until) != 0)
                 break;
@@ -1067,13 +1074,7 @@ static int cr_hold(struct consumer *c)
         if (!c->hold_since)
             c->hold_since = now;
         if (now - c->hold_since < CR_HOLD_MAX_MS * 1000) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += CR_HOLD_STEP_MS * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
+            struct timespec until = cr_deadline(CR_HOLD_STEP_MS);
             c->holding = 1;
             while (!atomic_load(&c->stopping) && c->buffered > c->o.max_buffered * 3 / 4)
                 if (pthread_cond_timedwait(&c->room_cond, &c->lock, &until) != 0)
@@ -1340,8 +1341,7 @@ int consumer_stop(struct consumer *c)
         struct timespec until;
         pthread_mutex_unlock(&c->lock);
         kafka_producer_flush(c->o.producer, 2000);
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += 5;
+        until = cr_deadline(5000);
         pthread_mutex_lock(&c->lock);
         while (c->in_producer > 0)
             if (pthread_cond_timedwait(&c->idle_cond, &c->lock, &until) != 0)
