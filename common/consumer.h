@@ -75,8 +75,8 @@ struct consumer_options {
     long retry_max_ms;
     long retry_deadline_ms;           /* from the first attempt; then DLQ with class "exhausted" */
     int max_buffered;                 /* records waiting in memory before the poll thread stops
-                                         taking more (and, a second later, pauses the
-                                         partitions); 0 = max(16 x in-flight, 2048) */
+                                         taking more (it pauses the partitions when no room is
+                                         made for a second); 0 = max(16 x in-flight, 2048) */
     long drain_timeout_ms;            /* how long stop waits for records in progress */
     struct metrics_registry *metrics; /* optional */
     const char *metrics_prefix;       /* e.g. "pm_deliver" */
