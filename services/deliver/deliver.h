@@ -284,6 +284,35 @@ json_t *deliver_cache_get(struct deliver_cache *c, const char *key);
 /** @brief Insert or replace (@p value is not stolen; the cache takes its own reference). */
 void deliver_cache_put(struct deliver_cache *c, const char *key, json_t *value);
 
+/* ---- repeat guards: bounded memory of what was done, by key (deliver_guard.c) ---- */
+
+struct deliver_guard;
+
+/**
+ * @brief At most @p capacity entries (1 .. 2^32 - 2), each kept @p ttl_s seconds; when full the
+ *        oldest goes first. Keys are kept as a 128-bit digest, values as given. NULL without
+ *        memory or with a capacity out of range.
+ */
+struct deliver_guard *deliver_guard_new(size_t capacity, int ttl_s);
+void deliver_guard_free(struct deliver_guard *g);
+
+/**
+ * @returns the length of the value remembered under @p key, or -1 when there is none or it
+ *          expired. The value is copied NUL-terminated into @p buf, cut to @p cap - 1 bytes
+ *          (a return of @p cap or more says it was cut); @p cap 0 only asks. Thread-safe.
+ */
+long deliver_guard_get(struct deliver_guard *g, const char *key, char *buf, size_t cap);
+
+/**
+ * @brief Remembers @p len bytes of @p value under @p key. An entry already there gets the new
+ *        value and a new time to live but keeps its place in the order. Thread-safe.
+ * @returns 0, or -1 without memory (then nothing changed).
+ */
+int deliver_guard_put(struct deliver_guard *g, const char *key, const char *value, size_t len);
+
+/** @returns the number of live entries (expired ones included until they are reached). */
+size_t deliver_guard_count(struct deliver_guard *g);
+
 /* ---- the service (deliver_app.c) ---- */
 
 struct http_client;
@@ -306,12 +335,12 @@ struct deliver_app {
     struct deliver_cache *patients; /* Patient resources by id (a few minutes) */
     /* "<communication id>/<channel>" → "<event id>\n<provider id>" of the event that delivered
      * it (deliver_delivered_put / _by) */
-    struct deliver_cache *delivered;
+    struct deliver_guard *delivered;
     struct deliver_cache *practitioners;  /* practitioner id by email (replies) */
     struct deliver_cache *questionnaires; /* Questionnaire resources by "id:<id>" / "code:<c>" */
     /* "<kind> <source length> <source> <event id>" of a reply or check-in → the id of the
      * resource it created in Canvas */
-    struct deliver_cache *replies;
+    struct deliver_guard *replies;
     volatile sig_atomic_t *interrupted; /* deliver_app_start's: a stop was asked for */
     struct deliver_history *history;    /* follows the results topic (deliver_history.c) */
 };
@@ -344,7 +373,7 @@ void deliver_delivered_put(struct deliver_app *app, const char *key, const char 
  * @brief Did the event @p event_id deliver what @p seen (an app->delivered value) records?
  * @returns 1 with *@p provider_id set (pointing into @p seen; NULL when none), else 0.
  */
-int deliver_delivered_by(const json_t *seen, const char *event_id, const char **provider_id);
+int deliver_delivered_by(const char *seen, const char *event_id, const char **provider_id);
 
 /**
  * @brief Start everything: HTTP clients, producer, consumer, health server. NULL on failure.

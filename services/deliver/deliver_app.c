@@ -82,10 +82,10 @@ static void deliver_app_free(struct deliver_app *app)
     if (app->http)
         http_client_free(app->http);
     deliver_cache_free(app->patients);
-    deliver_cache_free(app->delivered);
+    deliver_guard_free(app->delivered);
     deliver_cache_free(app->practitioners);
     deliver_cache_free(app->questionnaires);
-    deliver_cache_free(app->replies);
+    deliver_guard_free(app->replies);
     metrics_registry_free(app->metrics);
     pthread_mutex_destroy(&app->stop_lock);
     free(app);
@@ -112,10 +112,10 @@ struct deliver_app *deliver_app_start(const struct deliver_config *cfg,
     pthread_mutex_init(&app->stop_lock, NULL);
     app->metrics = metrics_registry_new();
     app->patients = deliver_cache_new(10000, cfg->patient_cache_ttl_s);
-    app->delivered = deliver_cache_new(200000, 7 * 86400);
+    app->delivered = deliver_guard_new(200000, 7 * 86400);
     app->practitioners = deliver_cache_new(10000, 600);
     app->questionnaires = deliver_cache_new(1000, 600);
-    app->replies = deliver_cache_new(200000, 7 * 86400);
+    app->replies = deliver_guard_new(200000, 7 * 86400);
     if (!app->metrics || !app->patients || !app->delivered || !app->practitioners ||
         !app->questionnaires || !app->replies) {
         snprintf(errstr, errlen, "out of memory");

@@ -5,6 +5,7 @@
 #include "deliver.h"
 #include "kafka_conf.h"
 #include "log.h"
+#include "utf8.h"
 
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
@@ -79,11 +80,8 @@ static int history_apply(struct deliver_app *app, const rd_kafka_message_t *m, i
         return 0; /* not a "delivered" result of this service: nothing to parse */
     {
         /* Known already (this process's own results, read while following): no parse. */
-        json_t *known = deliver_cache_get(app->delivered, key);
-        if (!known)
-            known = deliver_cache_get(app->replies, key);
-        json_decref(known);
-        if (known)
+        if (deliver_guard_get(app->delivered, key, NULL, 0) >= 0 ||
+            deliver_guard_get(app->replies, key, NULL, 0) >= 0)
             return 0;
     }
     if (cloudevent_parse(m->payload ? m->payload : "", m->len, &ce, err, sizeof(err)) != 0)
@@ -97,12 +95,8 @@ static int history_apply(struct deliver_app *app, const rd_kafka_message_t *m, i
             learned = 1;
         } else if ((strcmp(kind, "reply") == 0 || strcmp(kind, "questionnaire_response") == 0) &&
                    provider_id && *provider_id) {
-            json_t *id = json_string(provider_id);
-            if (id) {
-                deliver_cache_put(app->replies, key, id);
-                json_decref(id);
+            if (deliver_guard_put(app->replies, key, provider_id, strlen(provider_id)) == 0)
                 learned = 1;
-            }
         }
     }
     cloudevent_clear(&ce);
@@ -171,36 +165,38 @@ void deliver_history_stop(struct deliver_app *app)
     app->history = NULL;
 }
 
-/* The value is one string, "<event id>\n<provider id>": a few dozen bytes per entry where a
- * JSON object would take several hundred (the memory holds up to 200,000 of them). */
+/* The value is "<event id>\n<provider id>". A provider id that is not UTF-8 (taken from a
+ * provider's header) could not be published again in a result: the channel is then remembered as
+ * delivered without saying by whom, so a later event is skipped and the same event too. */
 void deliver_delivered_put(struct deliver_app *app, const char *key, const char *event_id,
                            const char *provider_id)
 {
     size_t el = strlen(event_id), pl = provider_id ? strlen(provider_id) : 0;
-    char *s = malloc(el + pl + 2);
-    json_t *v;
+    char *s;
 
+    for (size_t i = 0, n; i < pl; i += n)
+        if ((n = utf8_decode((const unsigned char *)provider_id + i, pl - i, NULL)) == 0) {
+            deliver_guard_put(app->delivered, key, "", 0);
+            return;
+        }
+    s = malloc(el + pl + 2);
     if (!s)
         return;
     memcpy(s, event_id, el);
     s[el] = '\n';
     memcpy(s + el + 1, provider_id ? provider_id : "", pl);
     s[el + 1 + pl] = '\0';
-    v = json_stringn(s, el + 1 + pl);
+    deliver_guard_put(app->delivered, key, s, el + 1 + pl);
     free(s);
-    if (!v)
-        v = json_true(); /* not UTF-8 (a provider id from a header): remembered without it */
-    deliver_cache_put(app->delivered, key, v);
-    json_decref(v);
 }
 
-int deliver_delivered_by(const json_t *seen, const char *event_id, const char **provider_id)
+int deliver_delivered_by(const char *seen, const char *event_id, const char **provider_id)
 {
-    const char *s = json_string_value(seen), *nl = s ? strrchr(s, '\n') : NULL;
+    const char *nl = seen ? strrchr(seen, '\n') : NULL;
     size_t el = strlen(event_id);
 
     *provider_id = NULL;
-    if (!nl || (size_t)(nl - s) != el || memcmp(s, event_id, el) != 0)
+    if (!nl || (size_t)(nl - seen) != el || memcmp(seen, event_id, el) != 0)
         return 0;
     *provider_id = nl[1] ? nl + 1 : NULL;
     return 1;

@@ -37,7 +37,6 @@ int deliver_writeback_begin(struct deliver_app *app, struct consumer_event *ev, 
                             struct consumer_outcome *out)
 {
     struct wb_state *st = ev->state;
-    json_t *known;
     char key[1024];
 
     if (!st) {
@@ -52,10 +51,8 @@ int deliver_writeback_begin(struct deliver_app *app, struct consumer_event *ev, 
     }
     if (!st->created_id[0]) {
         wb_key(ev, kind, key, sizeof(key));
-        known = deliver_cache_get(app->replies, key);
-        if (json_is_string(known))
-            snprintf(st->created_id, sizeof(st->created_id), "%s", json_string_value(known));
-        json_decref(known);
+        if (deliver_guard_get(app->replies, key, st->created_id, sizeof(st->created_id)) < 0)
+            st->created_id[0] = '\0';
         if (!st->created_id[0])
             return 0;
         log_info("event already written to Canvas: not creating it again",
@@ -77,16 +74,13 @@ void deliver_writeback_created(struct deliver_app *app, struct consumer_event *e
                                const char *id, struct consumer_outcome *out)
 {
     struct wb_state *st = ev->state;
-    json_t *v = json_string(id);
     char key[1024];
 
     /* Remembered before anything else can fail: whatever happens next, this event never
      * creates a second resource while the process runs. */
     snprintf(st->created_id, sizeof(st->created_id), "%s", id);
     wb_key(ev, kind, key, sizeof(key));
-    if (v)
-        deliver_cache_put(app->replies, key, v);
-    json_decref(v);
+    deliver_guard_put(app->replies, key, st->created_id, strlen(st->created_id));
     consumer_publish_result_keyed(ev, kind, "canvas", "delivered", NULL, id, key);
     out->verdict = CONSUMER_DONE;
     out->label = "delivered";
