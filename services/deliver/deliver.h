@@ -332,6 +332,8 @@ struct deliver_app {
     struct consumer *consumer;
     struct http_server *server;
     struct metrics_registry *metrics;
+    /* pm_deliver_repeat_guard_entries{guard="messages"|"writebacks"}: set at each scrape */
+    struct metrics_series *m_guard_messages, *m_guard_writebacks;
     struct deliver_cache *patients; /* Patient resources by id (a few minutes) */
     /* "<communication id>/<channel>" → "<event id>\n<provider id>" of the event that delivered
      * it (deliver_delivered_put / _by) */

@@ -57,7 +57,11 @@ static enum http_result deliver_metrics(struct http_request *req, void *arg)
 {
     struct deliver_app *app = arg;
     size_t len;
-    char *text = metrics_render(app->metrics, &len);
+    char *text;
+
+    metrics_set(app->m_guard_messages, (double)deliver_guard_count(app->delivered));
+    metrics_set(app->m_guard_writebacks, (double)deliver_guard_count(app->replies));
+    text = metrics_render(app->metrics, &len);
     if (!text)
         return HTTP_FAIL;
     http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
@@ -120,6 +124,15 @@ struct deliver_app *deliver_app_start(const struct deliver_config *cfg,
         !app->questionnaires || !app->replies) {
         snprintf(errstr, errlen, "out of memory");
         goto fail;
+    }
+    {
+        static const char *const labels[] = {"guard", NULL};
+        struct metrics_family *f = metrics_family_new(
+            app->metrics, METRICS_GAUGE, "pm_deliver_repeat_guard_entries",
+            "entries remembered to keep from repeating a delivery or a write-back", labels, NULL,
+            0);
+        app->m_guard_messages = f ? metrics_series1(f, "messages") : NULL;
+        app->m_guard_writebacks = f ? metrics_series1(f, "writebacks") : NULL;
     }
 
     ho.timeout_ms = cfg->http_timeout_ms;

@@ -262,17 +262,37 @@ static void test_skips(void)
 
 /* ---- 2. the HTML fixture on every channel ---- */
 
+/* @returns pm-deliver's pm_deliver_repeat_guard_entries{guard="messages"}, or -1. */
+static long long guard_entries(void)
+{
+    static const char series[] = "pm_deliver_repeat_guard_entries{guard=\"messages\"} ";
+    struct harness_http_response r = {0};
+    char url[200];
+    const char *at;
+    long long v = -1;
+
+    snprintf(url, sizeof(url), "%s/metrics", base);
+    if (harness_http("GET", url, NULL, NULL, 0, 5000, &r) == 0 && r.status == 200 && r.body &&
+        (at = strstr(r.body, series)) != NULL)
+        v = strtoll(at + strlen(series), NULL, 10);
+    harness_http_response_free(&r);
+    return v;
+}
+
 static void test_html_message(void)
 {
     static const char *const phones[] = {"+15554320555", "+15554320999"}; /* Pat, Dana (ARI) */
     static const char *const emails[] = {"pat.example@example.com", "dana@example.com"};
-    long long mark = dit_sb_mark();
+    long long mark = dit_sb_mark(), guarded = guard_entries();
     json_t *list, *body, *want, *r;
     const char *pid;
 
     dit_message("dm-html", DIT_PAT, COMM_HTML, NULL);
     list = results_of("dm-html");
     n_delivered++;
+    /* Each delivered channel is remembered (before its result is published). */
+    H_CHECK(h, guarded >= 0);
+    H_CHECK_INT(h, guard_entries(), guarded + 3);
     dit_check_result(list, "webhook", "delivered", "", 1, "dm-html");
     dit_check_result(list, "sms", "delivered", "", 1, "dm-html");
     dit_check_result(list, "email", "delivered", "", 1, "dm-html");
@@ -324,12 +344,13 @@ static void test_html_message(void)
 
 static void test_repeat(void)
 {
-    long long mark = dit_sb_mark();
+    long long mark = dit_sb_mark(), guarded = guard_entries();
     json_t *list;
 
     dit_message("dm-html-again", DIT_PAT, COMM_HTML, NULL);
     list = results_of("dm-html-again");
     n_skipped++;
+    H_CHECK_INT(h, guard_entries(), guarded); /* a skip remembers nothing new */
     dit_check_result(list, "webhook", "skipped", "already delivered", 1, "dm-html-again");
     dit_check_result(list, "sms", "skipped", "already delivered", 1, "dm-html-again");
     dit_check_result(list, "email", "skipped", "already delivered", 1, "dm-html-again");
@@ -926,6 +947,10 @@ static void test_health_metrics(void)
     H_CHECK_INT(h, metric(r.body, OUT("canvas-fhir", "404")), 1);
     H_CHECK_INT(h, metric(r.body, OUT("canvas-fhir", "401")), 1);
     H_CHECK_INT(h, metric(r.body, OUT("canvas-token", "200")), 2);
+    /* This process remembers what it read back and delivered (counted exactly in sections 2
+     * and 4); nothing was written back to Canvas here. */
+    H_CHECK(h, metric(r.body, "pm_deliver_repeat_guard_entries{guard=\"messages\"} ") >= 3);
+    H_CHECK_INT(h, metric(r.body, "pm_deliver_repeat_guard_entries{guard=\"writebacks\"} "), 0);
 #undef EVENTS
 #undef OUT
     H_CHECK(h, sb_count(stats, "webhook", "200") >= 8 && sb_count(stats, "twilio", "201") >= 8);

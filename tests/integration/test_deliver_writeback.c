@@ -35,8 +35,9 @@
 
 static struct harness *h;
 static char bootstrap[512];
-static char sb[128];     /* pm-sandbox base URL */
-static char ingest[128]; /* pm-ingest base URL */
+static char sb[128];              /* pm-sandbox base URL */
+static char ingest[128];          /* pm-ingest base URL */
+static char deliver_metrics[128]; /* /metrics of the pm-deliver started last */
 static struct harness_proc *deliver;
 
 /* Texts and addresses the test sends: none may appear in pm-deliver's log. */
@@ -594,18 +595,37 @@ static void test_reply_rate_limited(void)
 
 /* The same CloudEvent twice (at-least-once, a client resending): one Communication, and both
  * deliveries report it. */
+/* @returns pm-deliver's pm_deliver_repeat_guard_entries{guard="writebacks"}, or -1. */
+static long long guard_entries(void)
+{
+    static const char series[] = "pm_deliver_repeat_guard_entries{guard=\"writebacks\"} ";
+    struct harness_http_response r = {0};
+    const char *at;
+    long long v = -1;
+
+    if (harness_http("GET", deliver_metrics, NULL, NULL, 0, 5000, &r) == 0 && r.status == 200 &&
+        r.body && (at = strstr(r.body, series)) != NULL)
+        v = strtoll(at + strlen(series), NULL, 10);
+    harness_http_response_free(&r);
+    return v;
+}
+
 static void test_reply_redelivered(void)
 {
     static const char data[] = TWICE_DATA;
     static const long ok[] = {201};
     struct found f;
     json_t *before, *after;
+    long long guarded = guard_entries();
 
     sb_forget();
     before = sb_resources("Communication");
     reply("wb-reply-twice", PAT, data);
     reply("wb-reply-twice", PAT, data);
     if (wait_for(T_RESULTS, "wb-reply-twice", 2, &f) == 0) {
+        /* One write remembered; the repeat added nothing. */
+        H_CHECK(h, guarded >= 0);
+        H_CHECK_INT(h, guard_entries(), guarded + 1);
         json_t *a = json_object_get(f.ce[0], "data"), *b = json_object_get(f.ce[1], "data");
         H_CHECK_STR(h, json_string_value(json_object_get(a, "outcome")), "delivered");
         H_CHECK_STR(h, json_string_value(json_object_get(b, "outcome")), "delivered");
@@ -968,6 +988,7 @@ static struct harness_proc *start_deliver(const char *name, int with_default)
     const char *argv[] = {"pm-deliver", NULL};
 
     p = harness_proc_start(h, name, argv, env);
+    snprintf(deliver_metrics, sizeof(deliver_metrics), "http://127.0.0.1:%d/metrics", port);
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/readyz", port);
     if (!H_CHECKF(h, p && harness_http_wait(url, 200, 30000) == 0, "%s not ready", name))
         return NULL;
