@@ -51,8 +51,8 @@ int deliver_writeback_begin(struct deliver_app *app, struct consumer_event *ev, 
     }
     if (!st->created_id[0]) {
         wb_key(ev, kind, key, sizeof(key));
-        if (deliver_guard_get(app->replies, key, st->created_id, sizeof(st->created_id)) < 0)
-            st->created_id[0] = '\0';
+        /* Not remembered: created_id stays "" (get writes it only when found). */
+        deliver_guard_get(app->replies, key, st->created_id, sizeof(st->created_id));
         if (!st->created_id[0])
             return 0;
         log_info("event already written to Canvas: not creating it again",
