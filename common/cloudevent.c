@@ -1,6 +1,7 @@
 /* CloudEvents 1.0 structured-mode envelope: building on ingest, checked decoding on deliver. */
 #include "cloudevent.h"
 
+#include "json_writer.h"
 #include "timefmt.h"
 
 #include <stdio.h>
@@ -13,6 +14,20 @@ json_t *cloudevent_new(const char *id, const char *source, const char *type, con
                            id, "source", source, "type", type, "time", time, "subject", subject,
                            "datacontenttype", "application/json", "data", data);
     return ev; /* json_pack's "o" steals data even when packing fails */
+}
+
+void cloudevent_write_head(struct json_writer *w, const char *id, const char *source,
+                           const char *type, const char *time, const char *subject)
+{
+    json_writer_object_begin(w);
+    json_writer_member(w, "specversion", "1.0");
+    json_writer_member(w, "id", id);
+    json_writer_member(w, "source", source);
+    json_writer_member(w, "type", type);
+    json_writer_member(w, "time", time);
+    json_writer_member_opt(w, "subject", subject);
+    json_writer_member(w, "datacontenttype", "application/json");
+    json_writer_key(w, "data");
 }
 
 static const char *ce_str(json_t *root, const char *name, int required, char *errstr, size_t errlen,

@@ -21,6 +21,16 @@
 json_t *cloudevent_new(const char *id, const char *source, const char *type, const char *time,
                        const char *subject, json_t *data);
 
+struct json_writer;
+
+/**
+ * @brief The same envelope as cloudevent_new, written as text: "{" and the attributes in the same
+ *        order, up to and including the key "data". The caller writes the data object next and
+ *        then closes the envelope with json_writer_object_end.
+ */
+void cloudevent_write_head(struct json_writer *w, const char *id, const char *source,
+                           const char *type, const char *time, const char *subject);
+
 /* A decoded event. Pointers refer into @c root and live until cloudevent_clear. */
 struct cloudevent {
     json_t *root;

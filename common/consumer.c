@@ -2,7 +2,7 @@
  */
 #include "consumer.h"
 
-#include "json_text.h"
+#include "json_writer.h"
 #include "kafka_conf.h"
 #include "kafka_producer.h"
 #include "log.h"
@@ -465,7 +465,7 @@ void consumer_publish_result_keyed(struct consumer_event *ev, const char *kind, 
     struct cr_record *rec = ev->internal;
     struct consumer *c = ev->consumer;
     char id[512], now[40];
-    json_t *data, *ce;
+    struct json_writer w;
     char *value;
     size_t value_len = 0;
     rd_kafka_headers_t *h;
@@ -474,16 +474,24 @@ void consumer_publish_result_keyed(struct consumer_event *ev, const char *kind, 
         log_error("consumer_publish_result without a results topic", LOG_S("event_id", ev->ce->id));
         return;
     }
-    data = json_pack("{s:s, s:s, s:s, s:s, s:s*, s:s*, s:i}", "source_event_id", ev->ce->id, "kind",
-                     kind, "channel", channel, "outcome", outcome, "reason", reason, "provider_id",
-                     provider_id, "attempts", ev->attempt);
     /* A stable id per source event and channel lets readers drop at-least-once repeats. */
     snprintf(id, sizeof(id), "%s:%s", ev->ce->id, channel);
     timefmt_now_ms(now, sizeof(now));
-    ce = cloudevent_new(id, c->o.results_source ? c->o.results_source : "pm-consumer",
-                        CE_TYPE_DELIVERY_RESULT, now, ev->ce->subject, data);
-    value = ce ? json_text_dump(ce, JSON_COMPACT, &value_len) : NULL;
-    json_decref(ce);
+    json_writer_init(&w);
+    cloudevent_write_head(&w, id, c->o.results_source ? c->o.results_source : "pm-consumer",
+                          CE_TYPE_DELIVERY_RESULT, now, ev->ce->subject);
+    json_writer_object_begin(&w);
+    json_writer_member(&w, "source_event_id", ev->ce->id);
+    json_writer_member(&w, "kind", kind);
+    json_writer_member(&w, "channel", channel);
+    json_writer_member(&w, "outcome", outcome);
+    json_writer_member_opt(&w, "reason", reason);
+    json_writer_member_opt(&w, "provider_id", provider_id);
+    json_writer_key(&w, "attempts");
+    json_writer_int(&w, ev->attempt);
+    json_writer_object_end(&w);
+    json_writer_object_end(&w);
+    value = json_writer_finish(&w, &value_len);
     if (!value) {
         log_error("cannot build a delivery result", LOG_S("event_id", ev->ce->id));
         return;

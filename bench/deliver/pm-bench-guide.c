@@ -176,7 +176,7 @@ static json_t *guide_read(struct guide_http *h, const char *type, const char *id
 /* One message, the guide's way. @returns 0 when the webhook accepted it (or it was skipped). */
 static int guide_handle(struct guide_http *h, const struct guide_event *ev, struct guide_times *t)
 {
-    json_t *comm = NULL, *patient = NULL, *body = NULL;
+    json_t *comm = NULL, *patient = NULL;
     struct deliver_message msg;
     const char *reason = NULL;
     char *text = NULL, *s = NULL;
@@ -199,8 +199,7 @@ static int guide_handle(struct guide_http *h, const struct guide_event *ev, stru
         rc = 0; /* skipped: nothing to send (the benchmark's data has none) */
         goto out;
     }
-    body = text ? deliver_webhook_body(&msg, text, NULL, 0) : NULL;
-    s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    s = text ? deliver_webhook_body(&msg, text, NULL, 0, NULL) : NULL;
     ts = (long long)time(NULL);
     if (!s ||
         webhook_sig_sign(&h->key, msg.communication_id, ts, s, strlen(s), sig, sizeof(sig)) != 0)
@@ -224,7 +223,6 @@ out:
         t->errors++;
     curl_slist_free_all(hdrs);
     free(s);
-    json_decref(body);
     free(text);
     json_decref(patient);
     json_decref(comm);

@@ -142,11 +142,13 @@ int deliver_message_check(const json_t *communication, const char *patient_id,
 
 /**
  * @brief The clinic webhook body: {"type":"patient.message.v1","communication_id","patient_id",
- *        "practitioner_id","sent","text","html"? (when the content is HTML),"contacts":[…]}.
- * @returns a new reference.
+ *        "practitioner_id","sent","text","html"? (when the content is HTML),"contacts":[…]},
+ *        compact, in that order (common/json_writer.h: what json_dumps would give).
+ * @returns the malloc'd text, its length in @p len (may be NULL); NULL when a string in it is not
+ *          UTF-8 or memory runs out.
  */
-json_t *deliver_webhook_body(const struct deliver_message *msg, const char *text,
-                             const struct deliver_recipient *contacts, size_t ncontacts);
+char *deliver_webhook_body(const struct deliver_message *msg, const char *text,
+                           const struct deliver_recipient *contacts, size_t ncontacts, size_t *len);
 
 /**
  * @brief A Twilio Messages form body "To=…&From=…&Body=…" (URL-encoded; Body cut to 1600

@@ -70,13 +70,11 @@ static void msg_send_webhook(struct msg_ctx *m, struct ch_result *r)
 {
     const struct deliver_config *cfg = m->app->cfg;
     struct http_reply rep = {0};
-    json_t *body = deliver_webhook_body(&m->msg, m->text, m->people + 1, m->npeople - 1);
     size_t s_len = 0;
-    char *s = body ? json_text_dump(body, JSON_COMPACT, &s_len) : NULL;
+    char *s = deliver_webhook_body(&m->msg, m->text, m->people + 1, m->npeople - 1, &s_len);
     char sig[128], h_id[128], h_ts[64], h_sig[160];
     long long ts = (long long)time(NULL);
 
-    json_decref(body);
     if (!s || webhook_sig_sign(&cfg->webhook_key, m->msg.communication_id, ts, s, s_len, sig,
                                sizeof(sig)) != 0) {
         r->send = SEND_TRANSIENT;

@@ -1,6 +1,7 @@
 /* pm-deliver text: Canvas message HTML to plain text; the webhook, Twilio and SendGrid bodies. */
 #include "deliver.h"
 
+#include "json_writer.h"
 #include "utf8.h"
 
 #include <curl/curl.h>
@@ -1045,37 +1046,35 @@ out:
     return body;
 }
 
-json_t *deliver_webhook_body(const struct deliver_message *msg, const char *text,
-                             const struct deliver_recipient *contacts, size_t ncontacts)
+char *deliver_webhook_body(const struct deliver_message *msg, const char *text,
+                           const struct deliver_recipient *contacts, size_t ncontacts, size_t *len)
 {
-    json_t *list = json_array(), *body = NULL;
+    struct json_writer w;
 
-    if (!msg || !list)
-        goto out;
+    if (!msg)
+        return NULL;
+    json_writer_init(&w);
+    json_writer_object_begin(&w);
+    json_writer_member(&w, "type", "patient.message.v1");
+    json_writer_member(&w, "communication_id", msg->communication_id);
+    json_writer_member(&w, "patient_id", msg->patient_id);
+    json_writer_member(&w, "practitioner_id", msg->practitioner_id);
+    /* "sent" is left out rather than sent empty; "html" only when the content is HTML. */
+    json_writer_member_opt(&w, "sent", msg->sent[0] ? msg->sent : NULL);
+    json_writer_member(&w, "text", text ? text : "");
+    json_writer_member_opt(&w, "html", deliver_is_html(msg->content) ? msg->content : NULL);
+    json_writer_key(&w, "contacts");
+    json_writer_array_begin(&w);
     for (size_t i = 0; i < ncontacts; i++) {
         const struct deliver_recipient *r = &contacts[i];
-        json_t *o = json_pack("{s:s, s:s, s:s*, s:s*}", "name", r->name, "relationship",
-                              r->relationship, "phone", r->phone[0] ? r->phone : NULL, "email",
-                              r->email[0] ? r->email : NULL);
-        if (!o || json_array_append_new(list, o) != 0)
-            goto out;
+        json_writer_object_begin(&w);
+        json_writer_member(&w, "name", r->name);
+        json_writer_member(&w, "relationship", r->relationship);
+        json_writer_member_opt(&w, "phone", r->phone[0] ? r->phone : NULL);
+        json_writer_member_opt(&w, "email", r->email[0] ? r->email : NULL);
+        json_writer_object_end(&w);
     }
-    /* "sent" is left out rather than sent empty; "html" only when the content is HTML. */
-    body = json_pack("{s:s, s:s, s:s, s:s, s:s*, s:s, s:s*}", "type", "patient.message.v1",
-                     "communication_id", msg->communication_id, "patient_id", msg->patient_id,
-                     "practitioner_id", msg->practitioner_id, "sent",
-                     msg->sent[0] ? msg->sent : NULL, "text", text ? text : "", "html",
-                     deliver_is_html(msg->content) ? msg->content : NULL);
-    if (!body)
-        goto out;
-    if (json_object_set_new(body, "contacts", list) != 0) {
-        list = NULL; /* json_object_set_new releases it on failure too */
-        json_decref(body);
-        body = NULL;
-        goto out;
-    }
-    list = NULL; /* owned by body now */
-out:
-    json_decref(list);
-    return body;
+    json_writer_array_end(&w);
+    json_writer_object_end(&w);
+    return json_writer_finish(&w, len);
 }

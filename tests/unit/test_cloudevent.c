@@ -1,5 +1,6 @@
 /* Unit tests for cloudevent: building the structured-mode envelope and the checks of decoding. */
 #include "cloudevent.h"
+#include "json_writer.h"
 #include "unit.h"
 
 #include <stdlib.h>
@@ -45,6 +46,40 @@ static void test_build(void)
      * check would notice otherwise). */
     CHECK(cloudevent_new(NULL, "pm-ingest", CE_TYPE_PATIENT_REPLY, "2026-11-26T10:00:00Z", NULL,
                          json_pack("{s:s}", "k", "v")) == NULL);
+}
+
+/* The envelope written as text (delivery results) is byte for byte the one cloudevent_new gives,
+ * with and without a subject; a required attribute missing is refused. */
+static void test_write_head(void)
+{
+    for (int with_subject = 0; with_subject <= 1; with_subject++) {
+        const char *subject = with_subject ? "Patient/p-1" : NULL;
+        struct json_writer w;
+        char *want = dump(cloudevent_new(
+            "id-1:webhook", "pm-deliver", CE_TYPE_DELIVERY_RESULT, "2026-11-26T10:00:00.123Z",
+            subject, json_pack("{s:s, s:i}", "outcome", "delivered", "attempts", 2)));
+        json_writer_init(&w);
+        cloudevent_write_head(&w, "id-1:webhook", "pm-deliver", CE_TYPE_DELIVERY_RESULT,
+                              "2026-11-26T10:00:00.123Z", subject);
+        json_writer_object_begin(&w);
+        json_writer_member(&w, "outcome", "delivered");
+        json_writer_key(&w, "attempts");
+        json_writer_int(&w, 2);
+        json_writer_object_end(&w);
+        json_writer_object_end(&w);
+        char *got = json_writer_finish(&w, NULL);
+        CHECK_STR(got, want);
+        free(got);
+        free(want);
+    }
+    struct json_writer w;
+    json_writer_init(&w);
+    cloudevent_write_head(&w, NULL, "pm-deliver", CE_TYPE_DELIVERY_RESULT, "2026-11-26T10:00:00Z",
+                          NULL);
+    json_writer_object_begin(&w);
+    json_writer_object_end(&w);
+    json_writer_object_end(&w);
+    CHECK(json_writer_finish(&w, NULL) == NULL);
 }
 
 static void test_round_trip(void)
@@ -221,6 +256,7 @@ static void test_parse_rejects(void)
 int main(void)
 {
     test_build();
+    test_write_head();
     test_round_trip();
     test_parse_optional();
     test_parse_rejects();

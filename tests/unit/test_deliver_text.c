@@ -27,6 +27,14 @@ static json_t *J(const char *text)
     return v;
 }
 
+/* Parses and frees the text @p s (NULL stays NULL). */
+static json_t *parsed(char *s)
+{
+    json_t *v = s ? json_loads(s, 0, NULL) : NULL;
+    free(s);
+    return v;
+}
+
 /* Checks @p got equals the JSON text @p want, printing both when not. Takes @p got. */
 #define JSON_IS(got, want)                                                                         \
     do {                                                                                           \
@@ -435,7 +443,7 @@ static void test_webhook_body(void)
     snprintf(people[1].name, sizeof(people[1].name), "Lee Proxy");
     snprintf(people[1].email, sizeof(people[1].email), "lee@example.com");
 
-    JSON_IS(deliver_webhook_body(&msg, text, people, 2),
+    JSON_IS(parsed(deliver_webhook_body(&msg, text, people, 2, NULL)),
             "{\"type\":\"patient.message.v1\","
             "\"communication_id\":\"8f2b1c7e-5d4a-4b3e-9c1f-2a6d7e8f9a0b\","
             "\"patient_id\":\"b3084f7e884e4af2b7e23b1dca494abd\","
@@ -455,9 +463,24 @@ static void test_webhook_body(void)
     snprintf(msg.patient_id, sizeof(msg.patient_id), "p1");
     snprintf(msg.practitioner_id, sizeof(msg.practitioner_id), "d1");
     msg.content = "  Plain reply  ";
-    JSON_IS(deliver_webhook_body(&msg, "Plain reply", NULL, 0),
+    JSON_IS(parsed(deliver_webhook_body(&msg, "Plain reply", NULL, 0, NULL)),
             "{\"type\":\"patient.message.v1\",\"communication_id\":\"c-1\",\"patient_id\":\"p1\","
             "\"practitioner_id\":\"d1\",\"text\":\"Plain reply\",\"contacts\":[]}");
+
+    /* The exact bytes (what the signature covers): compact, members in the documented order,
+     * escapes as jansson writes them, the length handed out. */
+    size_t len = 0;
+    char *body =
+        deliver_webhook_body(&msg, "Line \"one\"\n\ttab \x01 caf\xc3\xa9 </p>", NULL, 0, &len);
+    CHECK_STR(body, "{\"type\":\"patient.message.v1\",\"communication_id\":\"c-1\","
+                    "\"patient_id\":\"p1\",\"practitioner_id\":\"d1\","
+                    "\"text\":\"Line \\\"one\\\"\\n\\ttab \\u0001 caf\xc3\xa9 </p>\","
+                    "\"contacts\":[]}");
+    CHECK_INT(len, body ? strlen(body) : 0);
+    free(body);
+
+    /* Text that is not UTF-8 cannot be sent: no body (the channel fails as transient). */
+    CHECK(deliver_webhook_body(&msg, "caf\xe9", NULL, 0, &len) == NULL);
 }
 
 int main(void)
