@@ -1,6 +1,7 @@
 /* pm-deliver's repeat guards: a bounded, insertion-ordered memory of what was done, by key. */
 #include "deliver.h"
 
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -78,10 +79,24 @@ void deliver_guard_free(struct deliver_guard *g)
     free(g);
 }
 
+/* SHA256() fetches the digest from OpenSSL 3's provider table (a global lock and a lookup) on
+ * every call, about as long as hashing the key; fetch it once. Immutable, shared, kept to exit. */
+static EVP_MD *guard_sha256;
+static pthread_once_t guard_sha256_once = PTHREAD_ONCE_INIT;
+
+static void guard_sha256_fetch(void)
+{
+    guard_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 static void guard_digest(const char *key, unsigned char out[GUARD_DIGEST])
 {
     unsigned char md[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)key, strlen(key), md);
+    size_t len = strlen(key);
+
+    pthread_once(&guard_sha256_once, guard_sha256_fetch);
+    if (!guard_sha256 || !EVP_Digest(key, len, md, NULL, guard_sha256, NULL))
+        SHA256((const unsigned char *)key, len, md);
     memcpy(out, md, GUARD_DIGEST);
 }
 

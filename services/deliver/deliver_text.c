@@ -908,6 +908,8 @@ char *deliver_html_to_text(const char *content)
     if (!content)
         return strdup("");
     n = strlen(content);
+    /* The text is rarely longer than the markup: one allocation instead of growing from 64. */
+    text_buf_reserve(&c.out, n);
     c.tags = html_scan(content, 0);
     while (i < n) {
         char ch = content[i];
