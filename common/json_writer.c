@@ -51,18 +51,33 @@ static void jw_put(struct json_writer *w, const char *s, size_t n)
     }
 }
 
-/* Before a key, or a value that has none: the comma between members or elements. */
-static void jw_separate(struct json_writer *w)
+/* Before a key (@p key 1) or a value (0): checks that it may come here (a key only inside an
+ * object, a value inside an object only after its key, one top-level value) and writes the comma
+ * between members or elements. */
+static void jw_separate(struct json_writer *w, int key)
 {
     uint64_t bit;
+    int in_object;
 
+    if (w->failed)
+        return;
     if (w->after_key) {
         w->after_key = 0; /* the value of a member: its key wrote the comma */
+        if (key)
+            w->failed = 1;
         return;
     }
-    if (w->failed || w->depth == 0)
+    if (w->depth == 0) {
+        if (key || w->len > 0)
+            w->failed = 1; /* a key outside an object, or a second top-level value */
         return;
+    }
     bit = (uint64_t)1 << (w->depth - 1);
+    in_object = !(w->arrays & bit);
+    if (key != in_object) {
+        w->failed = 1; /* a key in an array, or a value in an object without its key */
+        return;
+    }
     if (w->filled & bit)
         jw_put(w, ",", 1);
     w->filled |= bit;
@@ -130,7 +145,9 @@ static void jw_quoted(struct json_writer *w, const char *s)
 
 static void jw_open(struct json_writer *w, char c)
 {
-    jw_separate(w);
+    uint64_t bit;
+
+    jw_separate(w, 0);
     if (w->failed)
         return;
     if (w->depth >= JW_MAX_DEPTH) {
@@ -139,14 +156,21 @@ static void jw_open(struct json_writer *w, char c)
     }
     jw_put(w, &c, 1);
     w->depth++;
-    w->filled &= ~((uint64_t)1 << (w->depth - 1));
+    bit = (uint64_t)1 << (w->depth - 1);
+    w->filled &= ~bit;
+    if (c == '[')
+        w->arrays |= bit;
+    else
+        w->arrays &= ~bit;
 }
 
 static void jw_close(struct json_writer *w, char c)
 {
     if (w->failed)
         return;
-    if (w->depth == 0) {
+    /* Nothing open, the other kind open, or a key still waiting for its value. */
+    if (w->depth == 0 || w->after_key ||
+        !(w->arrays & ((uint64_t)1 << (w->depth - 1))) != (c == '}')) {
         w->failed = 1;
         return;
     }
@@ -180,7 +204,7 @@ void json_writer_key(struct json_writer *w, const char *key)
         w->failed = 1;
         return;
     }
-    jw_separate(w);
+    jw_separate(w, 1);
     jw_quoted(w, key);
     jw_put(w, ":", 1);
     w->after_key = 1;
@@ -192,7 +216,7 @@ void json_writer_string(struct json_writer *w, const char *s)
         w->failed = 1;
         return;
     }
-    jw_separate(w);
+    jw_separate(w, 0);
     jw_quoted(w, s);
 }
 
@@ -201,7 +225,7 @@ void json_writer_int(struct json_writer *w, long long v)
     char num[24];
     int n = snprintf(num, sizeof(num), "%lld", v);
 
-    jw_separate(w);
+    jw_separate(w, 0);
     if (n > 0 && (size_t)n < sizeof(num))
         jw_put(w, num, (size_t)n);
 }

@@ -15,14 +15,16 @@
  *
  * Usage: json_writer_init, then object/array/member calls in document order, then
  * json_writer_finish. A call after a failure does nothing; the failure (no memory, a string that
- * is not UTF-8, a required member without a value, nesting deeper than 64) surfaces as NULL from
- * json_writer_finish.
+ * is not UTF-8, a required member without a value, nesting deeper than 64, calls out of order
+ * such as a key in an array, a value in an object without its key, "}" closing an array or a
+ * second top-level value) surfaces as NULL from json_writer_finish.
  */
 struct json_writer {
     char *buf; /* malloc'd, NUL-terminated once finished */
     size_t len, cap;
     unsigned depth;
     uint64_t filled; /* bit d: the container at depth d has a member already (needs a comma) */
+    uint64_t arrays; /* bit d: the container at depth d is an array (else an object) */
     int after_key;   /* a member's key is written, its value comes next */
     int failed;
 };

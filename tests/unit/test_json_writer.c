@@ -179,6 +179,53 @@ static void test_failures(void)
     CHECK(json_writer_finish(&w, NULL) == NULL);
     json_writer_init(&w);
     CHECK(json_writer_finish(&w, NULL) == NULL);
+    /* Calls out of order never give text that is not one JSON document. */
+    for (int bad = 0; bad < 6; bad++) {
+        json_writer_init(&w);
+        switch (bad) {
+        case 0: /* two top-level values */
+            json_writer_object_begin(&w);
+            json_writer_object_end(&w);
+            json_writer_array_begin(&w);
+            json_writer_array_end(&w);
+            break;
+        case 1: /* a key in an array */
+            json_writer_array_begin(&w);
+            json_writer_member(&w, "k", "v");
+            json_writer_array_end(&w);
+            break;
+        case 2: /* a value in an object without its key */
+            json_writer_object_begin(&w);
+            json_writer_string(&w, "v");
+            json_writer_object_end(&w);
+            break;
+        case 3: /* "}" closing an array */
+            json_writer_array_begin(&w);
+            json_writer_object_end(&w);
+            break;
+        case 4: /* a key at the top level */
+            json_writer_member(&w, "k", "v");
+            break;
+        case 5: /* a key after a key */
+            json_writer_object_begin(&w);
+            json_writer_key(&w, "a");
+            json_writer_key(&w, "b");
+            json_writer_string(&w, "v");
+            json_writer_object_end(&w);
+            break;
+        }
+        char *s = json_writer_finish(&w, NULL);
+        CHECK(s == NULL);
+        if (s)
+            fprintf(stderr, "  case %d gave %s\n", bad, s);
+        free(s);
+    }
+    /* A bare string is a document (JSON_ENCODE_ANY's "\"x\""). */
+    json_writer_init(&w);
+    json_writer_string(&w, "x");
+    char *bare = json_writer_finish(&w, NULL);
+    CHECK_STR(bare, "\"x\"");
+    free(bare);
 
     /* 64 levels are fine, 65 are refused. */
     for (int depth = 64; depth <= 65; depth++) {
