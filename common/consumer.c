@@ -485,7 +485,9 @@ void consumer_publish_result_keyed(struct consumer_event *ev, const char *kind, 
     json_writer_member(&w, "kind", kind);
     json_writer_member(&w, "channel", channel);
     json_writer_member(&w, "outcome", outcome);
-    json_writer_member_opt(&w, "reason", reason);
+    /* A reason is an error text cut into a fixed buffer, possibly inside a character of
+     * Canvas's wording: written lossily, so that the result is never lost over it. */
+    json_writer_member_text_opt(&w, "reason", reason);
     json_writer_member_opt(&w, "provider_id", provider_id);
     json_writer_key(&w, "attempts");
     json_writer_int(&w, ev->attempt);

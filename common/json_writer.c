@@ -84,8 +84,9 @@ static void jw_separate(struct json_writer *w, int key)
 }
 
 /* Writes @p s as a JSON string: escapes as jansson's dump_string does (\" \\ \b \f \n \r \t,
- * other controls as \u00XX in capitals; "/" and non-ASCII as they are). Not UTF-8: a failure. */
-static void jw_quoted(struct json_writer *w, const char *s)
+ * other controls as \u00XX in capitals; "/" and non-ASCII as they are). A byte that is not part
+ * of a UTF-8 character is a failure, or U+FFFD when @p lossy. */
+static void jw_quoted(struct json_writer *w, const char *s, int lossy)
 {
     static const char hex[] = "0123456789ABCDEF";
     const unsigned char *p = (const unsigned char *)s, *run;
@@ -101,6 +102,11 @@ static void jw_quoted(struct json_writer *w, const char *s)
             break;
         if (*p >= 0x80) {
             size_t n = utf8_decode(p, (size_t)-1, NULL);
+            if (n == 0 && lossy) {
+                jw_put(w, "\xef\xbf\xbd", 3);
+                p++;
+                continue;
+            }
             if (n == 0) {
                 w->failed = 1;
                 break;
@@ -205,7 +211,7 @@ void json_writer_key(struct json_writer *w, const char *key)
         return;
     }
     jw_separate(w, 1);
-    jw_quoted(w, key);
+    jw_quoted(w, key, 0);
     jw_put(w, ":", 1);
     w->after_key = 1;
 }
@@ -217,7 +223,7 @@ void json_writer_string(struct json_writer *w, const char *s)
         return;
     }
     jw_separate(w, 0);
-    jw_quoted(w, s);
+    jw_quoted(w, s, 0);
 }
 
 void json_writer_int(struct json_writer *w, long long v)
@@ -244,6 +250,15 @@ void json_writer_member_opt(struct json_writer *w, const char *key, const char *
 {
     if (value)
         json_writer_member(w, key, value);
+}
+
+void json_writer_member_text_opt(struct json_writer *w, const char *key, const char *value)
+{
+    if (!value)
+        return;
+    json_writer_key(w, key);
+    jw_separate(w, 0);
+    jw_quoted(w, value, 1);
 }
 
 char *json_writer_finish(struct json_writer *w, size_t *len)

@@ -51,6 +51,13 @@ void json_writer_member(struct json_writer *w, const char *key, const char *valu
 void json_writer_member_opt(struct json_writer *w, const char *key, const char *value);
 
 /**
+ * @brief Like json_writer_member_opt for free text that may have been cut short into a fixed
+ *        buffer (an error message with Canvas's wording in it): each byte that is not part of a
+ *        UTF-8 character becomes U+FFFD instead of failing the whole document.
+ */
+void json_writer_member_text_opt(struct json_writer *w, const char *key, const char *value);
+
+/**
  * @brief Ends writing. Every container opened must have been closed.
  * @returns the malloc'd NUL-terminated text (the caller frees it), its length in @p len; NULL
  *          after any failure (nothing to free then).

@@ -68,8 +68,16 @@ static void handle(void *app, struct consumer_event *ev, struct consumer_outcome
             return;
         }
     } else if (!strcmp(mode, "permanent")) {
+        /* A long reason with non-ASCII wording, cut inside a character the way a handler's
+         * snprintf of Canvas's OperationOutcome text into out->error cuts it. */
+        char why[sizeof(out->error) + 8];
+        size_t n = (size_t)snprintf(why, sizeof(why), "simulated 422 for event %d: ", seq);
+        while (n < sizeof(out->error) - 2)
+            why[n++] = 'x';
+        memcpy(why + n, "\xc3\xa9", 2); /* U+00E9: only its first byte fits */
+        memcpy(out->error, why, sizeof(out->error) - 1);
+        out->error[sizeof(out->error) - 1] = '\0';
         out->verdict = CONSUMER_PERMANENT;
-        snprintf(out->error, sizeof(out->error), "simulated 422 for event %d", seq);
         atomic_fetch_sub(&running_now, 1);
         return;
     } else if (!strcmp(mode, "forever")) {
@@ -320,9 +328,10 @@ int main(void)
         r = find_dlq(&dlq, "\"permanent\"");
         if (H_CHECK(h, r != NULL)) {
             char want[64];
+            const char *perr = harness_kafka_header(r, "pm-error");
             H_CHECK_STR(h, harness_kafka_header(r, "pm-error-class"), "permanent");
-            snprintf(want, sizeof(want), "simulated 422 for event %d", perm_seq);
-            H_CHECK_STR(h, harness_kafka_header(r, "pm-error"), want);
+            snprintf(want, sizeof(want), "simulated 422 for event %d: xxx", perm_seq);
+            H_CHECK(h, perr && strncmp(perr, want, strlen(want)) == 0);
             H_CHECK_STR(h, harness_kafka_header(r, "pm-source-topic"), TOPIC);
             H_CHECK(h, harness_kafka_header(r, "pm-source-partition") != NULL);
             H_CHECK(h, harness_kafka_header(r, "pm-source-offset") != NULL);
@@ -348,6 +357,27 @@ int main(void)
 
         /* The retried event was handled 3 times, the waits honouring Retry-After (400 ms). */
         read_topic(RESULTS, (size_t)first_batch + 105 + 4, &res);
+        /* The permanent failure's result is there although its reason was cut inside a
+         * character: valid JSON, the reason kept up to the cut, which became U+FFFD. */
+        {
+            char needle[64];
+            const struct harness_kafka_record *fr;
+            snprintf(needle, sizeof(needle), "\"reason\":\"simulated 422 for event %d: ", perm_seq);
+            fr = find_dlq(&res, needle);
+            if (H_CHECK(h, fr != NULL)) {
+                json_t *doc = json_loads(fr->value, 0, NULL);
+                const char *reason =
+                    json_string_value(json_object_get(json_object_get(doc, "data"), "reason"));
+                size_t rl = reason ? strlen(reason) : 0;
+                H_CHECK(h, doc != NULL);
+                H_CHECK_INT(h, rl, 510 + 3);
+                H_CHECK(h, rl >= 3 && memcmp(reason + rl - 4, "x\xef\xbf\xbd", 4) == 0);
+                H_CHECK_STR(
+                    h, json_string_value(json_object_get(json_object_get(doc, "data"), "outcome")),
+                    "failed");
+                json_decref(doc);
+            }
+        }
         H_CHECK_INT(h, calls_by_seq[retry_seq], 3);
         H_CHECK(h, nretry_times == 3 && retry_times_ms[1] - retry_times_ms[0] >= 390 &&
                        retry_times_ms[2] - retry_times_ms[1] >= 390);

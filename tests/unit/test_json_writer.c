@@ -220,6 +220,24 @@ static void test_failures(void)
             fprintf(stderr, "  case %d gave %s\n", bad, s);
         free(s);
     }
+    /* Free text cut inside a character, or with stray bytes: U+FFFD for each such byte, the
+     * rest kept; NULL leaves the member out; valid text is written as member_opt writes it. */
+    json_writer_init(&w);
+    json_writer_object_begin(&w);
+    json_writer_member_text_opt(&w, "cut", "no encontr\xc3");
+    json_writer_member_text_opt(&w, "stray",
+                                "a\xff\x80"
+                                "b \"q\"");
+    json_writer_member_text_opt(&w, "none", NULL);
+    json_writer_member_text_opt(&w, "ok", "caf\xc3\xa9\n");
+    json_writer_object_end(&w);
+    char *lossy = json_writer_finish(&w, NULL);
+    CHECK_STR(lossy, "{\"cut\":\"no encontr\xef\xbf\xbd\","
+                     "\"stray\":\"a\xef\xbf\xbd\xef\xbf\xbd"
+                     "b \\\"q\\\"\","
+                     "\"ok\":\"caf\xc3\xa9\\n\"}");
+    free(lossy);
+
     /* A bare string is a document (JSON_ENCODE_ANY's "\"x\""). */
     json_writer_init(&w);
     json_writer_string(&w, "x");
