@@ -486,9 +486,11 @@ void consumer_publish_result_keyed(struct consumer_event *ev, const char *kind, 
     json_writer_member(&w, "channel", channel);
     json_writer_member(&w, "outcome", outcome);
     /* A reason is an error text cut into a fixed buffer, possibly inside a character of
-     * Canvas's wording: written lossily, so that the result is never lost over it. */
+     * Canvas's wording, and a provider id can come from a response header (SendGrid's
+     * X-Message-Id): both written lossily, so that the result, which pm-deliver reads back to
+     * know what it already sent, is never lost over a stray byte. */
     json_writer_member_text_opt(&w, "reason", reason);
-    json_writer_member_opt(&w, "provider_id", provider_id);
+    json_writer_member_text_opt(&w, "provider_id", provider_id);
     json_writer_key(&w, "attempts");
     json_writer_int(&w, ev->attempt);
     json_writer_object_end(&w);
