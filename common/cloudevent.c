@@ -1,6 +1,7 @@
 /* CloudEvents 1.0 structured-mode envelope: building on ingest, checked decoding on deliver. */
 #include "cloudevent.h"
 
+#include "json_load.h"
 #include "json_writer.h"
 #include "timefmt.h"
 
@@ -57,7 +58,7 @@ int cloudevent_parse(const void *buf, size_t len, struct cloudevent *ce, char *e
     int bad = 0;
 
     memset(ce, 0, sizeof(*ce));
-    ce->root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    ce->root = json_load_fast(buf, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!ce->root) {
         snprintf(errstr, errlen, "not JSON (line %d column %d)", jerr.line, jerr.column);
         return -1;

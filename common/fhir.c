@@ -3,6 +3,7 @@
 
 #include "fhir_ref.h"
 #include "http_client.h"
+#include "json_load.h"
 #include "json_text.h"
 #include "log.h"
 
@@ -660,7 +661,7 @@ json_t *fhir_read(struct fhir_client *f, const char *type, const char *id, struc
     snprintf(url, len, "%s/%s/%s", f->base, type, id);
     if (fhir_exchange(f, "GET", type, id, url, NULL, &r, err) != 0)
         goto out;
-    res = json_loadb(r.body, r.body_len, 0, NULL);
+    res = json_load_fast(r.body, r.body_len, 0, NULL);
     if (json_unpack(res, "{s:s}", "resourceType", &rt) != 0 || strcmp(rt, type) != 0) {
         fhir_error_shape(err, &r, "GET", type, id, "answer is not a resource of this type");
         goto out;
@@ -719,7 +720,7 @@ out:
 
 json_t *fhir_bundle_resources(const char *body, size_t len, const char **why)
 {
-    json_t *bundle = json_loadb(body, len, 0, NULL), *entries, *entry, *list = NULL;
+    json_t *bundle = json_load_fast(body, len, 0, NULL), *entries, *entry, *list = NULL;
     const char *rt = NULL;
     size_t i;
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config git curl ca-certificates
-      librdkafka-dev libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev libssl-dev
+      librdkafka-dev libcurl4-openssl-dev libjansson-dev libyajl-dev libmicrohttpd-dev libssl-dev
       kcat python3 jq "$@")
 
 missing=()
