@@ -120,6 +120,33 @@ static void test_cases(void)
         same(deep, (size_t)depth * 2, 0, __LINE__);
         free(deep);
     }
+    /* Long strings with escapes: yajl's buffers grow past the scratch space on the stack
+     * (reallocated from it into the heap, then in the heap). */
+    for (size_t total = 1000; total <= 200000; total *= 14) {
+        char *big = malloc(total + 8);
+        size_t n = 0;
+        CHECK(big != NULL);
+        if (!big)
+            continue;
+        big[n++] = '[';
+        big[n++] = '"';
+        while (n < total) {
+            if (n % 11) {
+                big[n] = (char)('a' + n % 26);
+                n++;
+            } else {
+                big[n++] = '\\';
+                big[n++] = 'n';
+            }
+        }
+        big[n++] = '"';
+        big[n++] = ']';
+        json_t *v = json_load_yajl(big, n, 0);
+        CHECK(v != NULL); /* the fast path, whatever the size */
+        json_decref(v);
+        same(big, n, 0, __LINE__);
+        free(big);
+    }
     /* Not NUL-terminated: only len bytes are read. */
     char nonul[3] = {'[', ']', '['};
     same(nonul, 2, 0, __LINE__);
