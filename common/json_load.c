@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yajl_parse.h>
@@ -26,10 +27,11 @@ struct jl_scratch {
     size_t used;
 };
 
+/* As integers: comparing pointers into different objects with < is undefined in C. */
 static int jl_in_scratch(const struct jl_scratch *s, const void *p)
 {
-    const unsigned char *b = p;
-    return b >= s->mem && b < s->mem + sizeof(s->mem);
+    uintptr_t b = (uintptr_t)p, lo = (uintptr_t)s->mem;
+    return b >= lo && b - lo < sizeof(s->mem);
 }
 
 static void *jl_malloc(void *ctx, size_t n)
