@@ -371,7 +371,7 @@ int main(void)
                 size_t rl = reason ? strlen(reason) : 0;
                 H_CHECK(h, doc != NULL);
                 H_CHECK_INT(h, rl, 510 + 3);
-                H_CHECK(h, rl >= 3 && memcmp(reason + rl - 4, "x\xef\xbf\xbd", 4) == 0);
+                H_CHECK(h, rl >= 4 && memcmp(reason + rl - 4, "x\xef\xbf\xbd", 4) == 0);
                 H_CHECK_STR(
                     h, json_string_value(json_object_get(json_object_get(doc, "data"), "outcome")),
                     "failed");
