@@ -2,6 +2,7 @@
  */
 #include "consumer.h"
 
+#include "fiber.h"
 #include "json_writer.h"
 #include "kafka_conf.h"
 #include "kafka_producer.h"
@@ -17,6 +18,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <time.h>
+#include <unistd.h>
 
 /*
  * How it works. One poll thread owns the rd_kafka_t consumer: it polls records, runs rebalances,
@@ -111,12 +113,11 @@ struct consumer {
     struct consumer_options o;
     rd_kafka_t *rk;
     pthread_t poll_thread;
-    pthread_t *workers;
-    int nworkers;
+    struct fiber_pool *workers; /* max_in_flight fibers on worker_threads threads */
 
     pthread_mutex_t lock;
-    pthread_cond_t work_cond; /* a key became ready, or workers must quit */
-    pthread_cond_t idle_cond; /* something finished */
+    struct fiber_cond work_cond; /* a key became ready, or workers must quit */
+    pthread_cond_t idle_cond;    /* something finished */
     pthread_cond_t room_cond; /* the buffer went down to its hold mark while the poll thread held */
     struct cr_partition *partitions;
     struct cr_keyq *buckets[CR_BUCKETS];
@@ -197,7 +198,7 @@ static void cr_ready_push(struct consumer *c, struct cr_keyq *kq)
     else
         c->ready_head = kq;
     c->ready_tail = kq;
-    pthread_cond_signal(&c->work_cond);
+    fiber_cond_signal(&c->work_cond);
 }
 
 static struct cr_keyq *cr_ready_pop(struct consumer *c)
@@ -657,16 +658,17 @@ static void cr_run(struct consumer *c, struct cr_record *rec)
     pthread_mutex_unlock(&c->lock);
 }
 
-static void *cr_worker_main(void *arg)
+/* One worker: a fiber of c->workers. It waits for work (and inside the handler for HTTP
+ * answers) through fiber.h, so a thread of the pool runs another worker meanwhile. */
+static void cr_worker_main(void *arg)
 {
     struct consumer *c = arg;
-    prctl(PR_SET_NAME, "pm-worker", 0, 0, 0); /* what top -H and /proc/<pid>/task show */
     pthread_mutex_lock(&c->lock);
     for (;;) {
         struct cr_keyq *kq;
         struct cr_record *rec;
         while (!c->workers_quit && !c->ready_head)
-            pthread_cond_wait(&c->work_cond, &c->lock);
+            fiber_cond_wait(&c->work_cond, &c->lock);
         if (c->workers_quit)
             break;
         kq = cr_ready_pop(c);
@@ -680,7 +682,6 @@ static void *cr_worker_main(void *arg)
         pthread_mutex_lock(&c->lock);
     }
     pthread_mutex_unlock(&c->lock);
-    return NULL;
 }
 
 /* ---- the poll thread ---- */
@@ -1167,13 +1168,17 @@ struct consumer *consumer_start(struct consumer_options *opts, char *errstr, siz
     c->o.conf = NULL;
     if (c->o.max_in_flight < 1)
         c->o.max_in_flight = 1;
+    if (c->o.worker_threads <= 0) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        c->o.worker_threads = ncpu < 1 ? 1 : ncpu > 64 ? 64 : (int)ncpu;
+    }
     /* Records waiting in memory cost their message (~1-2 KB) each: enough of them that a
      * resume (librdkafka refetches 0.5-1 s after it) never starves the workers. */
     if (c->o.max_buffered <= 0)
         c->o.max_buffered = 16 * c->o.max_in_flight < 2048 ? 2048 : 16 * c->o.max_in_flight;
     c->rand_state = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)c;
     pthread_mutex_init(&c->lock, NULL);
-    pthread_cond_init(&c->work_cond, NULL);
+    fiber_cond_init(&c->work_cond);
     pthread_cond_init(&c->idle_cond, NULL);
     pthread_cond_init(&c->room_cond, NULL);
     cr_metrics_init(c);
@@ -1212,32 +1217,26 @@ struct consumer *consumer_start(struct consumer_options *opts, char *errstr, siz
         goto fail_rk;
     }
 
-    c->workers = calloc((size_t)c->o.max_in_flight, sizeof(*c->workers));
-    if (!c->workers) {
-        snprintf(errstr, errlen, "out of memory");
-        goto fail_rk;
-    }
+    /* Handlers spend most of their time waiting for HTTP answers: max_in_flight of them run as
+     * fibers on a thread per CPU, not on a thread each (benchmarks.md, finding 11). Stacks are
+     * mapped, not touched: 512 KiB each costs address space, and memory only as deep as a
+     * handler goes. */
     {
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setstacksize(&attr, 512 * 1024); /* handlers are shallow; 256 of them */
-        for (int i = 0; i < c->o.max_in_flight; i++) {
-            if (pthread_create(&c->workers[i], &attr, cr_worker_main, c) != 0)
-                break;
-            c->nworkers++;
+        char ferr[128];
+        c->workers = fiber_pool_start(c->o.worker_threads, c->o.max_in_flight, 512 * 1024,
+                                      "pm-worker", cr_worker_main, c, ferr, sizeof(ferr));
+        if (!c->workers) {
+            snprintf(errstr, errlen, "cannot start the consumer's workers: %s", ferr);
+            goto fail_rk;
         }
-        pthread_attr_destroy(&attr);
     }
-    if (c->nworkers < c->o.max_in_flight ||
-        pthread_create(&c->poll_thread, NULL, cr_poll_main, c) != 0) {
+    if (pthread_create(&c->poll_thread, NULL, cr_poll_main, c) != 0) {
         snprintf(errstr, errlen, "cannot start the consumer threads");
         pthread_mutex_lock(&c->lock);
         c->workers_quit = 1;
-        pthread_cond_broadcast(&c->work_cond);
+        fiber_cond_broadcast(&c->work_cond);
         pthread_mutex_unlock(&c->lock);
-        for (int i = 0; i < c->nworkers; i++)
-            pthread_join(c->workers[i], NULL);
-        free(c->workers);
+        fiber_pool_join(c->workers);
         goto fail_rk;
     }
     log_info("consumer started", LOG_S("group_id", opts->group_id),
@@ -1250,7 +1249,7 @@ fail_rk:
 fail:
     pthread_cond_destroy(&c->idle_cond);
     pthread_cond_destroy(&c->room_cond);
-    pthread_cond_destroy(&c->work_cond);
+    fiber_cond_destroy(&c->work_cond);
     pthread_mutex_destroy(&c->lock);
     free(c);
     return NULL;
@@ -1340,10 +1339,10 @@ int consumer_stop(struct consumer *c)
      * its way out: the join comes before the flush below. */
     pthread_mutex_lock(&c->lock);
     c->workers_quit = 1;
-    pthread_cond_broadcast(&c->work_cond);
+    fiber_cond_broadcast(&c->work_cond);
     pthread_mutex_unlock(&c->lock);
-    for (int i = 0; i < c->nworkers; i++)
-        pthread_join(c->workers[i], NULL);
+    fiber_pool_join(c->workers);
+    c->workers = NULL;
 
     /* Results and DLQ records still in the producer get their callback now (purged ones with
      * an error), while the consumer and the records they point at still exist. The flush can
@@ -1399,10 +1398,9 @@ int consumer_stop(struct consumer *c)
     pthread_mutex_unlock(&c->lock);
 
     cr_close(c);
-    free(c->workers);
     pthread_cond_destroy(&c->idle_cond);
     pthread_cond_destroy(&c->room_cond);
-    pthread_cond_destroy(&c->work_cond);
+    fiber_cond_destroy(&c->work_cond);
     pthread_mutex_destroy(&c->lock);
     free(c);
     return rc;

@@ -71,6 +71,7 @@ struct consumer_options {
     size_t nhandlers;
     void *app;
     int max_in_flight;  /* records handled at once, each of a different key */
+    int worker_threads; /* threads the max_in_flight workers (fibers) share; 0 = one per CPU */
     long retry_base_ms; /* backoff: random(0, min(max, base * 2^(attempt-1))) */
     long retry_max_ms;
     long retry_deadline_ms;           /* from the first attempt; then DLQ with class "exhausted" */

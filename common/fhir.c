@@ -2,6 +2,7 @@
 #include "fhir.h"
 
 #include "fhir_ref.h"
+#include "fiber.h"
 #include "http_client.h"
 #include "json_load.h"
 #include "json_text.h"
@@ -37,7 +38,7 @@ struct fhir_client {
      * number of waiting callers costs one token request. A caller whose token is only due for
      * renewal, not expired, does not wait (fhir_token_get). */
     pthread_mutex_t lock;
-    pthread_cond_t cond;
+    struct fiber_cond cond;    /* handlers wait here on their fibers */
     char *token;               /* NULL until the first success */
     uint64_t token_gen;        /* bumped with every new token; 0 = none yet */
     int64_t renew_at_ms;       /* monotonic; INT64_MAX when the answer had no expires_in */
@@ -166,7 +167,7 @@ struct fhir_client *fhir_client_new(struct http_client *http, const struct fhir_
         f->base[--n] = '\0';
     if (pthread_mutex_init(&f->lock, NULL) != 0)
         goto oom;
-    if (pthread_cond_init(&f->cond, NULL) != 0) {
+    if (fiber_cond_init(&f->cond) != 0) {
         pthread_mutex_destroy(&f->lock);
         goto oom;
     }
@@ -196,7 +197,7 @@ void fhir_client_free(struct fhir_client *f)
     if (!f)
         return;
     fhir_secret_free(f->token);
-    pthread_cond_destroy(&f->cond);
+    fiber_cond_destroy(&f->cond);
     pthread_mutex_destroy(&f->lock);
     free(f->token_url);
     free(f->base);
@@ -481,7 +482,7 @@ static int fhir_token_get(struct fhir_client *f, uint64_t rejected_gen, char **o
         if (f->refreshing) {
             uint64_t seq = f->refresh_seq;
             while (f->refresh_seq == seq)
-                pthread_cond_wait(&f->cond, &f->lock);
+                fiber_cond_wait(&f->cond, &f->lock);
             if (f->refresh_failed) {
                 *err = f->refresh_err;
                 goto out;
@@ -513,7 +514,7 @@ static int fhir_token_get(struct fhir_client *f, uint64_t rejected_gen, char **o
             f->renew_at_ms = renew_at;
             f->expires_at_ms = expires_at;
         }
-        pthread_cond_broadcast(&f->cond);
+        fiber_cond_broadcast(&f->cond);
         if (frc != 0 && in_hand && fhir_now_ms() < f->expires_at_ms) {
             f->renew_retry_at_ms = fhir_now_ms() + FHIR_RENEW_RETRY_MS;
             break; /* the renewal failed; the token in hand still works */

@@ -1,12 +1,12 @@
 /* Outbound HTTP: one curl multi handle on its own thread serves blocking calls from any thread. */
 #include "http_client.h"
 
+#include "fiber.h"
 #include "metrics.h"
 
 #include <curl/curl.h>
 #include <limits.h>
 #include <pthread.h>
-#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,8 +35,8 @@ struct http_xfer {
     int too_large; /* body or header block over its cap */
     /* Posted once the call is finished. Its own semaphore, not the client lock: the caller wakes
      * without contending with the client thread and the other callers for that lock. */
-    sem_t done;
-    struct http_xfer *next; /* pending queue, then the thread's active list */
+    struct fiber_event done; /* the caller waits here (a fiber or a thread) */
+    struct http_xfer *next;  /* pending queue, then the thread's active list */
     struct http_xfer *prev;
 
     char *body;
@@ -156,7 +156,7 @@ static void http_xfer_complete(struct http_xfer *x, CURLcode result, int aborted
 {
     x->result = result;
     x->aborted = aborted;
-    sem_post(&x->done); /* orders the writes above before the caller's sem_wait returns */
+    fiber_event_post(&x->done); /* orders the writes above before the caller's wait returns */
 }
 
 static void http_active_unlink(struct http_client *c, struct http_xfer *x)
@@ -640,7 +640,7 @@ int http_client_do(struct http_client *c, const struct http_call *call, struct h
         snprintf(out->error, sizeof(out->error), "request without method or URL");
         goto out;
     }
-    if (sem_init(&x.done, 0, 0) != 0) {
+    if (fiber_event_init(&x.done) != 0) {
         out->curl_code = CURLE_OUT_OF_MEMORY;
         snprintf(out->error, sizeof(out->error), "cannot create a semaphore");
         goto out;
@@ -678,8 +678,7 @@ int http_client_do(struct http_client *c, const struct http_call *call, struct h
         http_wake(c);
 
     if (queued)
-        while (sem_wait(&x.done) != 0)
-            ; /* EINTR: a signal handler ran; the call is still in flight */
+        fiber_event_wait(&x.done);
 
     curl_easy_getinfo(x.easy, CURLINFO_NUM_CONNECTS, &out->new_connections);
     if (x.aborted) {
@@ -733,7 +732,7 @@ out:
     free(x.hdr);
     curl_slist_free_all(x.hdrs);
     if (sem)
-        sem_destroy(&x.done);
+        fiber_event_destroy(&x.done);
     if (counted)
         http_leave(c, x.easy);
     return rc;
