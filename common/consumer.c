@@ -18,13 +18,13 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <time.h>
-#include <unistd.h>
 
 /*
  * How it works. One poll thread owns the rd_kafka_t consumer: it polls records, runs rebalances,
  * fires retry timers, re-sends unacknowledged results and pauses partitions when too much is
- * buffered. A pool of max_in_flight worker threads runs the handlers. Everything they share is
- * guarded by one mutex (c->lock); handlers and Kafka produce calls run outside it.
+ * buffered. max_in_flight workers run the handlers: fibers on worker_threads threads (a thread
+ * each by default). Everything they share is guarded by one mutex (c->lock); handlers and Kafka
+ * produce calls run outside it.
  *
  * Records are grouped in key queues, one per (partition, key): only the head of a queue is ever
  * handed to a worker, which gives per-key order; distinct keys run in parallel. A record is
@@ -1168,10 +1168,8 @@ struct consumer *consumer_start(struct consumer_options *opts, char *errstr, siz
     c->o.conf = NULL;
     if (c->o.max_in_flight < 1)
         c->o.max_in_flight = 1;
-    if (c->o.worker_threads <= 0) {
-        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-        c->o.worker_threads = ncpu < 1 ? 1 : ncpu > 64 ? 64 : (int)ncpu;
-    }
+    if (c->o.worker_threads <= 0 || c->o.worker_threads > c->o.max_in_flight)
+        c->o.worker_threads = c->o.max_in_flight;
     /* Records waiting in memory cost their message (~1-2 KB) each: enough of them that a
      * resume (librdkafka refetches 0.5-1 s after it) never starves the workers. */
     if (c->o.max_buffered <= 0)
@@ -1217,10 +1215,10 @@ struct consumer *consumer_start(struct consumer_options *opts, char *errstr, siz
         goto fail_rk;
     }
 
-    /* Handlers spend most of their time waiting for HTTP answers: max_in_flight of them run as
-     * fibers on a thread per CPU, not on a thread each (benchmarks.md, finding 11). Stacks are
-     * mapped, not touched: 512 KiB each costs address space, and memory only as deep as a
-     * handler goes. */
+    /* Workers are fibers. With fewer threads than workers (pm-deliver: one per CPU), a thread
+     * runs another handler while one waits for an HTTP answer, instead of the kernel switching
+     * between a thread per handler (benchmarks.md, finding 11). Stacks are mapped, not touched:
+     * 512 KiB each costs address space, and memory only as deep as a handler goes. */
     {
         char ferr[128];
         c->workers = fiber_pool_start(c->o.worker_threads, c->o.max_in_flight, 512 * 1024,

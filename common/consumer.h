@@ -70,8 +70,13 @@ struct consumer_options {
     const struct consumer_handler *handlers;
     size_t nhandlers;
     void *app;
-    int max_in_flight;  /* records handled at once, each of a different key */
-    int worker_threads; /* threads the max_in_flight workers (fibers) share; 0 = one per CPU */
+    int max_in_flight; /* records handled at once, each of a different key */
+    /* Threads the max_in_flight workers share (each worker is a fiber, common/fiber.h). 0: a
+     * thread per worker, so a handler may block in any way. Fewer (pm-deliver: one per CPU)
+     * only when handlers wait solely through fiber.h, as http_client_do and fhir_* do: a thread
+     * then runs another handler while one waits, and any other blocking call (sleep, a pthread
+     * condition, a slow file) holds up every handler of its thread. */
+    int worker_threads;
     long retry_base_ms; /* backoff: random(0, min(max, base * 2^(attempt-1))) */
     long retry_max_ms;
     long retry_deadline_ms;           /* from the first attempt; then DLQ with class "exhausted" */
@@ -85,7 +90,7 @@ struct consumer_options {
 
 /**
  * @brief Join the group and start consuming on the runtime's own threads (a poll thread and
- *        max_in_flight workers that call the handlers).
+ *        max_in_flight workers, on worker_threads threads, that call the handlers).
  *
  * Guarantees: an offset is stored (and later committed) only once its record and every earlier
  * record of its partition are finished: handled, or acknowledged on the DLQ, with every result

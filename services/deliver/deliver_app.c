@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum deliver_send deliver_classify(long status)
 {
@@ -223,6 +224,12 @@ struct deliver_app *deliver_app_start(const struct deliver_config *cfg,
     co.nhandlers = sizeof(deliver_handlers) / sizeof(deliver_handlers[0]);
     co.app = app;
     co.max_in_flight = cfg->max_in_flight;
+    {
+        /* Handlers wait only in http_client_do and fhir_*, which give the thread to another
+         * handler meanwhile: a thread per CPU runs them all (common/consumer.h). */
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        co.worker_threads = ncpu < 1 ? 1 : ncpu > 64 ? 64 : (int)ncpu;
+    }
     co.retry_base_ms = cfg->retry_base_ms;
     co.retry_max_ms = cfg->retry_max_ms;
     co.retry_deadline_ms = cfg->retry_deadline_ms;
