@@ -3,6 +3,7 @@
 #include "harness.h"
 
 #include "consumer.h"
+#include "fiber.h"
 #include "kafka_conf.h"
 #include "kafka_producer.h"
 #include "log.h"
@@ -34,6 +35,37 @@ static atomic_int running_now, running_max, done_fast;
 static long long slow_finished_ms, fast_finished_ms;
 static long long retry_times_ms[8];
 static int nretry_times;
+static pthread_t handler_threads[4]; /* distinct threads the handler ran on (the first 4) */
+static int nhandler_threads;
+
+/* The consumer runs its 8 workers as fibers on ONE thread (worker_threads = 1), the way
+ * pm-deliver runs its handlers: every bit of parallelism below comes from handlers that wait
+ * through fiber.h. A "sleep" is therefore a fiber_event that another thread posts later. */
+struct wake_later {
+    struct fiber_event ev;
+    long ms;
+};
+
+static void *wake_later_main(void *arg)
+{
+    struct wake_later *w = arg;
+    harness_sleep_ms(w->ms);
+    fiber_event_post(&w->ev); /* touches w no more: the waiter's stack may go right after */
+    return NULL;
+}
+
+static void handler_wait_ms(long ms)
+{
+    struct wake_later w = {.ms = ms};
+    pthread_t t;
+    if (fiber_event_init(&w.ev) != 0 || pthread_create(&t, NULL, wake_later_main, &w) != 0) {
+        H_CHECKF(h, 0, "cannot start a timer thread");
+        return;
+    }
+    fiber_event_wait(&w.ev);
+    pthread_join(t, NULL); /* it has posted: it is on its way out */
+    fiber_event_destroy(&w.ev);
+}
 
 static void handle(void *app, struct consumer_event *ev, struct consumer_outcome *out)
 {
@@ -45,6 +77,13 @@ static void handle(void *app, struct consumer_event *ev, struct consumer_outcome
     (void)app;
 
     pthread_mutex_lock(&seen_lock);
+    {
+        int known = 0;
+        for (int i = 0; i < nhandler_threads; i++)
+            known |= pthread_equal(handler_threads[i], pthread_self());
+        if (!known && nhandler_threads < 4)
+            handler_threads[nhandler_threads++] = pthread_self();
+    }
     if (now > atomic_load(&running_max))
         atomic_store(&running_max, now);
     if (seq >= 0 && seq < 4096)
@@ -54,7 +93,7 @@ static void handle(void *app, struct consumer_event *ev, struct consumer_outcome
     if (!mode)
         mode = "ok";
     if (!strncmp(mode, "sleep:", 6)) {
-        harness_sleep_ms(atol(mode + 6));
+        handler_wait_ms(atol(mode + 6));
     } else if (!strcmp(mode, "retry2")) {
         pthread_mutex_lock(&seen_lock);
         if (nretry_times < 8)
@@ -139,6 +178,7 @@ static struct consumer *start_with(struct kafka_producer *p, int in_flight, long
     o.handlers = handlers;
     o.nhandlers = 1;
     o.max_in_flight = in_flight;
+    o.worker_threads = 1;
     o.retry_base_ms = 50;
     o.retry_max_ms = 200;
     o.retry_deadline_ms = deadline_ms;
@@ -289,6 +329,8 @@ int main(void)
             H_CHECKF(h, calls_by_seq[s] == 1, "event %d handled %d times", s, calls_by_seq[s]);
         H_CHECKF(h, atomic_load(&running_max) > 1 && atomic_load(&running_max) <= 8,
                  "max concurrency %d", atomic_load(&running_max));
+        /* ... all of it on one thread: the waits gave the thread to the other fibers. */
+        H_CHECK_INT(h, nhandler_threads, 1);
         /* The 100 fast events finished long before the slow key's 5 s of work. */
         H_CHECKF(h, fast_finished_ms > 0 && fast_finished_ms < slow_finished_ms - 2000,
                  "fast done at +%lld ms, slow at +%lld ms", fast_finished_ms - t0,
