@@ -1,4 +1,5 @@
 /* pm-deliver wiring: HTTP and FHIR clients, result producer, consumer runtime, health routes. */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "deliver.h"
 
 #include "fhir.h"
@@ -8,6 +9,7 @@
 #include "metrics.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +77,18 @@ static const struct http_route deliver_routes[] = {
     {"GET", "/readyz", deliver_readyz, 0, "/readyz"},
     {"GET", "/metrics", deliver_metrics, 0, "/metrics"},
 };
+
+/* The CPUs this process may run on (its affinity mask: a container's cpuset, taskset), 1-64. */
+static int deliver_cpus(void)
+{
+    cpu_set_t set;
+    long n = 0;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0)
+        n = CPU_COUNT(&set);
+    if (n < 1)
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 64 ? 64 : (int)n;
+}
 
 static void deliver_app_free(struct deliver_app *app)
 {
@@ -224,12 +238,9 @@ struct deliver_app *deliver_app_start(const struct deliver_config *cfg,
     co.nhandlers = sizeof(deliver_handlers) / sizeof(deliver_handlers[0]);
     co.app = app;
     co.max_in_flight = cfg->max_in_flight;
-    {
-        /* Handlers wait only in http_client_do and fhir_*, which give the thread to another
-         * handler meanwhile: a thread per CPU runs them all (common/consumer.h). */
-        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-        co.worker_threads = ncpu < 1 ? 1 : ncpu > 64 ? 64 : (int)ncpu;
-    }
+    /* Handlers wait only in http_client_do and fhir_*, which give the thread to another
+     * handler meanwhile: a thread per CPU runs them all (common/consumer.h). */
+    co.worker_threads = deliver_cpus();
     co.retry_base_ms = cfg->retry_base_ms;
     co.retry_max_ms = cfg->retry_max_ms;
     co.retry_deadline_ms = cfg->retry_deadline_ms;
