@@ -11,10 +11,13 @@
 #   VARIANT [id]      event shape (see run.sh)
 #   LATENCY_MS [0]    added to every sandbox answer
 #   WORKDIR [$TMPDIR/pm-bench-compare]  worktrees and builds (kept between calls: reruns are quick)
+#   DELIVER_WRAPPER_A, DELIVER_WRAPPER_B [none]  run.sh's DELIVER_WRAPPER for one side, e.g.
+#                     "env GLIBC_TUNABLES=glibc.malloc.tcache_count=256" (same commit twice
+#                     compares a runtime setting)
 # Prints one line per run and the median of each side. Both worktrees run their own run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-[ $# -eq 2 ] || { sed -n '2,14p' "$0" >&2; exit 2; }
+[ $# -eq 2 ] || { sed -n '2,17p' "$0" >&2; exit 2; }
 rounds=${ROUNDS:-4}
 inflight=${INFLIGHT:-16}
 variant=${VARIANT:-id}
@@ -43,7 +46,8 @@ declare -A rates
 echo "side | msg/s (webhook window) | CPU us/msg deliver / sandbox / devbroker | handler mean ms"
 for r in $(seq 1 "$rounds"); do
   for side in A B; do
-    row=$(cd "${dir[$side]}" && SKIP_BUILD=1 VARIANTS=$variant INFLIGHT_A="$a" INFLIGHT_B="$b" \
+    wrapper_var=DELIVER_WRAPPER_$side
+    row=$(cd "${dir[$side]}" && DELIVER_WRAPPER="${!wrapper_var:-}" SKIP_BUILD=1 VARIANTS=$variant INFLIGHT_A="$a" INFLIGHT_B="$b" \
       LATENCY_MS=$latency GUIDE=0 CALIB_MESSAGES=20 bench/deliver/run.sh 2>/dev/null |
       awk -F'|' -v v=" $variant " -v n=" $inflight " '$2 == v && $4 == n' | tail -1)
     [ -n "$row" ] || { echo "run $r of $side produced no row" >&2; exit 1; }
