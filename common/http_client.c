@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,13 +28,20 @@
 
 /* One call in flight. It lives on the calling thread's stack; the client thread touches it only
  * between submission and completion (posting done, after which it must not touch it again). */
+/* Header list nodes kept in the call itself: libcurl only reads the list, so a request with up to
+ * this many headers (plus "Expect:") allocates nothing for them. Longer lists use
+ * curl_slist_append. */
+#define HTTP_HDR_NODES 16
+
 struct http_xfer {
     CURL *easy;
-    struct curl_slist *hdrs;
+    struct curl_slist *hdrs;                     /* the list handed to curl */
+    struct curl_slist hdr_nodes[HTTP_HDR_NODES]; /* its nodes, pointing at the caller's strings */
+    int hdrs_heap;                               /* hdrs came from curl_slist_append */
     CURLcode result;
     int aborted;   /* failed by http_client_free or before it reached curl */
     int too_large; /* body or header block over its cap */
-    /* Posted once the call is finished. Its own semaphore, not the client lock: the caller wakes
+    /* Posted once the call is finished. Its own event, not the client lock: the caller wakes
      * without contending with the client thread and the other callers for that lock. */
     struct fiber_event done; /* the caller waits here (a fiber or a thread) */
     struct http_xfer *next;  /* pending queue, then the thread's active list */
@@ -494,14 +502,29 @@ static int http_easy_setup(struct http_client *c, const struct http_call *call, 
 
     /* Expect: 100-continue would cost a round trip per POST for nothing: the servers we call
      * read small bodies anyway. */
-    x->hdrs = curl_slist_append(NULL, "Expect:");
-    if (!x->hdrs)
-        goto oom;
-    for (const char *const *h = call->headers; h && *h; h++) {
-        struct curl_slist *n = curl_slist_append(x->hdrs, *h);
-        if (!n)
+    size_t nh = 1;
+    for (const char *const *h = call->headers; h && *h; h++)
+        nh++;
+    if (nh <= HTTP_HDR_NODES) {
+        /* The strings stay the caller's (call->headers outlives the transfer). */
+        static char expect[] = "Expect:"; /* never written: libcurl only reads header lists */
+        x->hdr_nodes[0].data = expect;
+        for (size_t i = 1; i < nh; i++)
+            x->hdr_nodes[i].data = (char *)(uintptr_t)call->headers[i - 1];
+        for (size_t i = 0; i < nh; i++)
+            x->hdr_nodes[i].next = i + 1 < nh ? &x->hdr_nodes[i + 1] : NULL;
+        x->hdrs = &x->hdr_nodes[0];
+    } else {
+        x->hdrs_heap = 1;
+        x->hdrs = curl_slist_append(NULL, "Expect:");
+        if (!x->hdrs)
             goto oom;
-        x->hdrs = n;
+        for (const char *const *h = call->headers; h && *h; h++) {
+            struct curl_slist *n = curl_slist_append(x->hdrs, *h);
+            if (!n)
+                goto oom;
+            x->hdrs = n;
+        }
     }
 
     ok &= curl_easy_setopt(e, CURLOPT_URL, call->url) == CURLE_OK;
@@ -730,7 +753,8 @@ out:
         http_metrics_record(c, call, out->status, out->total_s);
     free(x.body);
     free(x.hdr);
-    curl_slist_free_all(x.hdrs);
+    if (x.hdrs_heap)
+        curl_slist_free_all(x.hdrs);
     if (sem)
         fiber_event_destroy(&x.done);
     if (counted)

@@ -256,6 +256,28 @@ static void test_round_trip(struct http_client *c)
     json_decref(j);
     http_reply_free(&r);
 
+    /* Header lists of 15 (the last one the call's own nodes hold, with "Expect:") and 20
+     * (built with curl_slist_append): every header arrives, "Expect:" still suppresses. */
+    for (int n = 15; n <= 20; n += 5) {
+        const char *many[21];
+        char names[20][32];
+        for (int i = 0; i < n - 1; i++) {
+            snprintf(names[i], sizeof(names[i]), "X-Filler-%d: %d", i, i);
+            many[i] = names[i];
+        }
+        many[n - 1] = "X-Test: last-of-many";
+        many[n] = NULL;
+        struct http_call m = post;
+        m.headers = many;
+        CHECK_INT(http_client_do(c, &m, &r), 0);
+        j = reply_json(&r);
+        CHECK_STR(jstr(j, "x_test"), "last-of-many");
+        CHECK_STR(jstr(j, "body"), body);
+        CHECK(jstr(j, "expect") == NULL);
+        json_decref(j);
+        http_reply_free(&r);
+    }
+
     /* HTTP Basic (Twilio). */
     struct http_call basic = {.method = "GET",
                               .url = u,
