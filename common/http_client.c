@@ -26,13 +26,14 @@
 #define HTTP_IDLE_EASY_MAX   1024 /* idle easy handles kept for reuse; more are freed */
 #define HTTP_POLL_MS         1000
 
-/* One call in flight. It lives on the calling thread's stack; the client thread touches it only
- * between submission and completion (posting done, after which it must not touch it again). */
 /* Header list nodes kept in the call itself: libcurl only reads the list, so a request with up to
  * this many headers (plus "Expect:") allocates nothing for them. Longer lists use
  * curl_slist_append. */
 #define HTTP_HDR_NODES 16
 
+/* One call in flight. It lives on the caller's stack (a thread's or a fiber's); the client thread
+ * touches it only between submission and completion (posting done, after which it must not touch
+ * it again). */
 struct http_xfer {
     CURL *easy;
     struct curl_slist *hdrs;                     /* the list handed to curl */
