@@ -155,6 +155,7 @@ static void *fiber_sched_main(void *arg)
             s->sleeping = 1;
             pthread_cond_wait(&s->cond, &s->lock);
         }
+        s->sleeping = 0; /* also after a spurious wake-up: no signal needed while it runs */
         f = s->ready_head;
         if (f) {
             s->ready_head = f->next;
