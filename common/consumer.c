@@ -9,6 +9,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "timefmt.h"
+#include "utf8.h"
 #include "uuid.h"
 
 #include <pthread.h>
@@ -524,7 +525,20 @@ static void cr_dead_letter(struct consumer *c, struct cr_record *rec, const char
     else
         h = rd_kafka_headers_new(6);
     rd_kafka_header_add(h, "pm-error-class", -1, error_class, -1);
-    rd_kafka_header_add(h, "pm-error", -1, error, -1);
+    {
+        /* The error may have been cut inside a character by a fixed-size buffer (a long
+         * OperationOutcome text with non-ASCII wording): the header is kept well-formed UTF-8
+         * for readers that decode it strictly, as the result's reason is. */
+        size_t cap = 3 * strlen(error) + 1;
+        char *clean = malloc(cap);
+        if (clean) {
+            size_t n = utf8_lossy(clean, cap, error);
+            rd_kafka_header_add(h, "pm-error", -1, clean, (ssize_t)n);
+            free(clean);
+        } else {
+            rd_kafka_header_add(h, "pm-error", -1, error, -1);
+        }
+    }
     rd_kafka_header_add(h, "pm-source-topic", -1, rec->part->topic, -1);
     snprintf(num, sizeof(num), "%d", (int)rec->part->partition);
     rd_kafka_header_add(h, "pm-source-partition", -1, num, -1);

@@ -1,5 +1,7 @@
-/* UTF-8 decoding shared by the logger, the HTML-to-text converter and the sandbox. */
+/* UTF-8 decoding shared by the logger, the HTML-to-text converter, the sandbox and the consumer. */
 #include "utf8.h"
+
+#include <string.h>
 
 size_t utf8_decode(const unsigned char *s, size_t len, uint32_t *cp)
 {
@@ -37,4 +39,25 @@ size_t utf8_decode(const unsigned char *s, size_t len, uint32_t *cp)
     if (cp)
         *cp = v;
     return n;
+}
+
+size_t utf8_lossy(char *dst, size_t dstlen, const char *src)
+{
+    const unsigned char *p = (const unsigned char *)src;
+    size_t out = 0;
+
+    if (dstlen == 0)
+        return 0;
+    while (*p) {
+        size_t n = utf8_decode(p, (size_t)-1, NULL);
+        const char *from = n ? (const char *)p : "\xef\xbf\xbd";
+        size_t len = n ? n : 3;
+        if (out + len >= dstlen)
+            break; /* no room for the whole character: cut before it */
+        memcpy(dst + out, from, len);
+        out += len;
+        p += n ? n : 1;
+    }
+    dst[out] = '\0';
+    return out;
 }

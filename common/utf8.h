@@ -14,4 +14,15 @@
  */
 size_t utf8_decode(const unsigned char *s, size_t len, uint32_t *cp);
 
+/**
+ * @brief Copy the NUL-terminated @p src into @p dst (@p dstlen bytes, always NUL-terminated when
+ *        dstlen > 0) as well-formed UTF-8: each byte that does not start a well-formed sequence
+ *        becomes U+FFFD, and a text too long for @p dst is cut between characters. For text that
+ *        leaves this process where a reader may decode it strictly (Kafka headers), when it may
+ *        have been cut inside a character by a fixed-size buffer. 3 × strlen(src) + 1 bytes
+ *        always hold the whole text.
+ * @returns the length written.
+ */
+size_t utf8_lossy(char *dst, size_t dstlen, const char *src);
+
 #endif

@@ -374,6 +374,11 @@ int main(void)
             H_CHECK_STR(h, harness_kafka_header(r, "pm-error-class"), "permanent");
             snprintf(want, sizeof(want), "simulated 422 for event %d: xxx", perm_seq);
             H_CHECK(h, perr && strncmp(perr, want, strlen(want)) == 0);
+            /* The reason was cut inside a character: the header stays well-formed UTF-8, the
+             * stray byte written as U+FFFD (511 bytes in, 513 out). */
+            size_t pl = perr ? strlen(perr) : 0;
+            H_CHECK_INT(h, pl, 510 + 3);
+            H_CHECK(h, pl >= 4 && memcmp(perr + pl - 4, "x\xef\xbf\xbd", 4) == 0);
             H_CHECK_STR(h, harness_kafka_header(r, "pm-source-topic"), TOPIC);
             H_CHECK(h, harness_kafka_header(r, "pm-source-partition") != NULL);
             H_CHECK(h, harness_kafka_header(r, "pm-source-offset") != NULL);

@@ -82,5 +82,34 @@ int main(void)
         CHECK_INT(cp, 0xe9);
     }
 
+    /* utf8_lossy: well-formed text unchanged; every stray byte one U+FFFD; cuts only between
+     * characters; always terminated. */
+    {
+        char out[64];
+        CHECK_INT(utf8_lossy(out, sizeof(out), "caf\xc3\xa9 \xe2\x82\xac"), 9);
+        CHECK_STR(out, "caf\xc3\xa9 \xe2\x82\xac");
+        /* a text cut inside a character, the way snprintf into a fixed buffer cuts it */
+        CHECK_INT(utf8_lossy(out, sizeof(out), "422: x\xc3"), 9);
+        CHECK_STR(out, "422: x\xef\xbf\xbd");
+        CHECK_INT(utf8_lossy(out, sizeof(out),
+                             "\xff\xfe"
+                             "a"
+                             "\xed\xa0\x80"),
+                  16); /* a surrogate's three bytes are three stray bytes */
+        CHECK_STR(out, "\xef\xbf\xbd\xef\xbf\xbd"
+                       "a"
+                       "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+        /* room for "ab" and the NUL, not for the 2-byte character after them */
+        CHECK_INT(utf8_lossy(out, 4, "ab\xc3\xa9"), 2);
+        CHECK_STR(out, "ab");
+        CHECK_INT(utf8_lossy(out, 5, "ab\xc3\xa9"), 4);
+        CHECK_STR(out, "ab\xc3\xa9");
+        CHECK_INT(utf8_lossy(out, 1, "abc"), 0);
+        CHECK_STR(out, "");
+        CHECK_INT(utf8_lossy(out, 0, "abc"), 0);
+        /* 3 x strlen + 1 holds any input whole */
+        CHECK_INT(utf8_lossy(out, 3 * 4 + 1, "\x80\x80\x80\x80"), 12);
+    }
+
     return UNIT_DONE();
 }
