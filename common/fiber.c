@@ -77,6 +77,29 @@ struct fiber_pool {
 
 static _Thread_local struct fiber *fiber_running;
 
+/* A FIFO of fibers through their next links: a thread's ready list or a fiber_cond's waiters. */
+static void fiber_fifo_push(struct fiber **head, struct fiber **tail, struct fiber *f)
+{
+    f->next = NULL;
+    if (*tail)
+        (*tail)->next = f;
+    else
+        *head = f;
+    *tail = f;
+}
+
+static struct fiber *fiber_fifo_pop(struct fiber **head, struct fiber **tail)
+{
+    struct fiber *f = *head;
+    if (f) {
+        *head = f->next;
+        if (!*head)
+            *tail = NULL;
+        f->next = NULL;
+    }
+    return f;
+}
+
 struct fiber *fiber_current(void)
 {
     return fiber_running;
@@ -120,12 +143,7 @@ static void fiber_wake(struct fiber *f)
 {
     struct fiber_sched *s = f->sched;
     pthread_mutex_lock(&s->lock);
-    f->next = NULL;
-    if (s->ready_tail)
-        s->ready_tail->next = f;
-    else
-        s->ready_head = f;
-    s->ready_tail = f;
+    fiber_fifo_push(&s->ready_head, &s->ready_tail, f);
     if (s->sleeping) {
         s->sleeping = 0;
         pthread_cond_signal(&s->cond);
@@ -156,13 +174,7 @@ static void *fiber_sched_main(void *arg)
             pthread_cond_wait(&s->cond, &s->lock);
         }
         s->sleeping = 0; /* also after a spurious wake-up: no signal needed while it runs */
-        f = s->ready_head;
-        if (f) {
-            s->ready_head = f->next;
-            if (!s->ready_head)
-                s->ready_tail = NULL;
-            f->next = NULL;
-        }
+        f = fiber_fifo_pop(&s->ready_head, &s->ready_tail);
         pthread_mutex_unlock(&s->lock);
         if (!f)
             break; /* every fiber of this thread has returned */
@@ -286,11 +298,7 @@ struct fiber_pool *fiber_pool_start(int nthreads, int nfibers, size_t stack_size
             fiber_pool_free(pool);
             return NULL;
         }
-        if (s->ready_tail)
-            s->ready_tail->next = f;
-        else
-            s->ready_head = f;
-        s->ready_tail = f;
+        fiber_fifo_push(&s->ready_head, &s->ready_tail, f);
         s->alive++;
     }
     for (int i = 0; i < nthreads; i++) {
@@ -348,12 +356,7 @@ void fiber_cond_wait(struct fiber_cond *fc, pthread_mutex_t *m)
         pthread_cond_wait(&fc->cond, m);
         return;
     }
-    f->next = NULL;
-    if (fc->tail)
-        fc->tail->next = f;
-    else
-        fc->head = f;
-    fc->tail = f;
+    fiber_fifo_push(&fc->head, &fc->tail, f);
     /* A signal between the unlock and the switch puts this fiber on its thread's ready list;
      * only this thread runs it, and not before the switch below. */
     pthread_mutex_unlock(m);
@@ -361,22 +364,9 @@ void fiber_cond_wait(struct fiber_cond *fc, pthread_mutex_t *m)
     pthread_mutex_lock(m);
 }
 
-/* Takes the oldest waiting fiber off @p fc, or NULL. */
-static struct fiber *fiber_cond_pop(struct fiber_cond *fc)
-{
-    struct fiber *f = fc->head;
-    if (f) {
-        fc->head = f->next;
-        if (!fc->head)
-            fc->tail = NULL;
-        f->next = NULL;
-    }
-    return f;
-}
-
 void fiber_cond_signal(struct fiber_cond *fc)
 {
-    struct fiber *f = fiber_cond_pop(fc);
+    struct fiber *f = fiber_fifo_pop(&fc->head, &fc->tail);
     if (f)
         fiber_wake(f);
     else
@@ -386,7 +376,7 @@ void fiber_cond_signal(struct fiber_cond *fc)
 void fiber_cond_broadcast(struct fiber_cond *fc)
 {
     struct fiber *f;
-    while ((f = fiber_cond_pop(fc)))
+    while ((f = fiber_fifo_pop(&fc->head, &fc->tail)))
         fiber_wake(f);
     pthread_cond_broadcast(&fc->cond);
 }
