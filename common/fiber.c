@@ -6,8 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -36,9 +39,16 @@ struct fiber_sched {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct fiber *ready_head, *ready_tail; /* under lock */
-    int sleeping;                          /* under lock: waiting on cond */
+    int sleeping;                          /* under lock: waiting on cond, or in epoll_wait */
     int alive;                             /* fibers not returned; the thread's own */
     ucontext_t ctx;                        /* the thread's own context, between fibers */
+    /* With sources attached, the thread waits in epoll on their descriptors and on wakefd
+     * (written by fiber_wake) instead of on cond. Made when the first source is attached;
+     * wakefd is read by fiber_wake under lock, the rest is the thread's own. */
+    int epfd, wakefd;
+    struct fiber_source *sources[FIBER_SOURCES_MAX];
+    int nsources;
+    int runs; /* fibers run since the sources were last looked at */
 #ifdef FIBER_ASAN
     const void *stack_bottom; /* the thread's stack, for switching back to it */
     size_t stack_size;
@@ -76,6 +86,10 @@ struct fiber_pool {
 };
 
 static _Thread_local struct fiber *fiber_running;
+static _Thread_local struct fiber_sched *sched_self; /* on a pool thread */
+
+/* While fibers keep a thread busy it still looks at its sources after this many. */
+#define FIBER_POLL_EVERY 16
 
 /* A FIFO of fibers through their next links: a thread's ready list or a fiber_cond's waiters. */
 static void fiber_fifo_push(struct fiber **head, struct fiber **tail, struct fiber *f)
@@ -146,8 +160,155 @@ static void fiber_wake(struct fiber *f)
     fiber_fifo_push(&s->ready_head, &s->ready_tail, f);
     if (s->sleeping) {
         s->sleeping = 0;
-        pthread_cond_signal(&s->cond);
+        if (s->wakefd >= 0) {
+            uint64_t one = 1;
+            ssize_t n = write(s->wakefd, &one, sizeof(one));
+            (void)n; /* a full counter already means "awake" */
+        } else {
+            pthread_cond_signal(&s->cond);
+        }
     }
+    pthread_mutex_unlock(&s->lock);
+}
+
+int64_t fiber_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* epoll data of a source's descriptor: the source's slot + 1 above the fd; 0 above is wakefd. */
+static uint64_t fiber_watch_key(int slot, int fd)
+{
+    return ((uint64_t)(uint32_t)(slot + 1) << 32) | (uint32_t)fd;
+}
+
+/* Looks at the thread's sources: waits in epoll for them, their earliest deadline or a wake-up
+ * when @p block (s->sleeping was set under the lock), else only takes what is ready now. Then
+ * calls on_ready for each ready descriptor and on_timer for each deadline passed. */
+static void fiber_sched_poll(struct fiber_sched *s, int block)
+{
+    struct epoll_event evs[64];
+    int timeout = block ? -1 : 0, n;
+    int64_t now = fiber_now_ms();
+
+    for (int i = 0; i < FIBER_SOURCES_MAX && timeout != 0; i++) {
+        struct fiber_source *src = s->sources[i];
+        if (src && src->deadline_ms >= 0) {
+            int64_t left = src->deadline_ms - now;
+            if (left <= 0)
+                timeout = 0;
+            else if (timeout < 0 || left < timeout)
+                timeout = left > INT32_MAX ? INT32_MAX : (int)left;
+        }
+    }
+    n = epoll_wait(s->epfd, evs, 64, timeout);
+    if (block) {
+        pthread_mutex_lock(&s->lock);
+        s->sleeping = 0; /* also when woken by a descriptor: no wake-up needed while it runs */
+        pthread_mutex_unlock(&s->lock);
+    }
+    for (int i = 0; i < n; i++) {
+        uint32_t slot = (uint32_t)(evs[i].data.u64 >> 32);
+        int fd = (int)(uint32_t)evs[i].data.u64;
+        if (slot == 0) {
+            uint64_t v;
+            ssize_t r = read(s->wakefd, &v, sizeof(v));
+            (void)r;
+            continue;
+        }
+        struct fiber_source *src = s->sources[slot - 1];
+        if (src)
+            src->on_ready(src, fd, evs[i].events);
+    }
+    now = fiber_now_ms();
+    for (int i = 0; i < FIBER_SOURCES_MAX; i++) {
+        struct fiber_source *src = s->sources[i];
+        if (src && src->deadline_ms >= 0 && src->deadline_ms <= now) {
+            src->deadline_ms = -1;
+            src->on_timer(src);
+        }
+    }
+    s->runs = 0;
+}
+
+int fiber_source_attach(struct fiber_source *src)
+{
+    struct fiber_sched *s = sched_self;
+    int slot = -1;
+
+    if (!s || !src || !src->on_ready || !src->on_timer || !src->on_exit)
+        return -1;
+    for (int i = 0; i < FIBER_SOURCES_MAX && slot < 0; i++)
+        if (!s->sources[i])
+            slot = i;
+    if (slot < 0)
+        return -1;
+    if (s->epfd < 0) {
+        struct epoll_event ev;
+        int epfd = epoll_create1(EPOLL_CLOEXEC);
+        int wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        memset(&ev, 0, sizeof(ev));
+        ev.events = EPOLLIN;
+        ev.data.u64 = (uint32_t)wakefd;
+        if (epfd < 0 || wakefd < 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, wakefd, &ev) != 0) {
+            if (epfd >= 0)
+                close(epfd);
+            if (wakefd >= 0)
+                close(wakefd);
+            return -1;
+        }
+        s->epfd = epfd;
+        pthread_mutex_lock(&s->lock); /* fiber_wake reads wakefd under the lock */
+        s->wakefd = wakefd;
+        pthread_mutex_unlock(&s->lock);
+    }
+    src->sched = s;
+    src->slot = slot;
+    s->sources[slot] = src;
+    s->nsources++;
+    return 0;
+}
+
+int fiber_source_watch(struct fiber_source *src, int fd, uint32_t events, int added)
+{
+    struct fiber_sched *s = src->sched;
+    struct epoll_event ev;
+
+    if (!s || s->sources[src->slot] != src) /* detached (the thread is ending) */
+        return 0;
+    if (!events)
+        return epoll_ctl(s->epfd, EPOLL_CTL_DEL, fd, NULL);
+    memset(&ev, 0, sizeof(ev));
+    ev.events = events;
+    ev.data.u64 = fiber_watch_key(src->slot, fd);
+    if (added)
+        return epoll_ctl(s->epfd, EPOLL_CTL_MOD, fd, &ev);
+    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
+        return 0;
+    return errno == EEXIST ? epoll_ctl(s->epfd, EPOLL_CTL_MOD, fd, &ev) : -1;
+}
+
+/* The thread ends: its sources are detached and told, then its epoll descriptors closed. */
+static void fiber_sched_end(struct fiber_sched *s)
+{
+    for (int i = 0; i < FIBER_SOURCES_MAX; i++) {
+        struct fiber_source *src = s->sources[i];
+        if (!src)
+            continue;
+        s->sources[i] = NULL;
+        s->nsources--;
+        src->on_exit(src);
+    }
+    if (s->epfd >= 0) {
+        close(s->epfd);
+        s->epfd = -1;
+    }
+    pthread_mutex_lock(&s->lock);
+    if (s->wakefd >= 0)
+        close(s->wakefd);
+    s->wakefd = -1;
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -166,9 +327,16 @@ static void *fiber_sched_main(void *arg)
     if (!go)
         return NULL;
 
+    sched_self = s;
     for (;;) {
         struct fiber *f;
         pthread_mutex_lock(&s->lock);
+        if (!s->ready_head && s->alive > 0 && s->nsources > 0) {
+            s->sleeping = 1;
+            pthread_mutex_unlock(&s->lock);
+            fiber_sched_poll(s, 1);
+            continue;
+        }
         while (!s->ready_head && s->alive > 0) {
             s->sleeping = 1;
             pthread_cond_wait(&s->cond, &s->lock);
@@ -191,7 +359,11 @@ static void *fiber_sched_main(void *arg)
         fiber_running = NULL;
         if (f->done)
             s->alive--;
+        if (s->nsources > 0 && ++s->runs >= FIBER_POLL_EVERY)
+            fiber_sched_poll(s, 0);
     }
+    fiber_sched_end(s);
+    sched_self = NULL;
     return NULL;
 }
 
@@ -284,6 +456,7 @@ struct fiber_pool *fiber_pool_start(int nthreads, int nfibers, size_t stack_size
     for (int i = 0; i < nthreads; i++) {
         struct fiber_sched *s = &pool->scheds[i];
         s->pool = pool;
+        s->epfd = s->wakefd = -1;
         pthread_mutex_init(&s->lock, NULL);
         pthread_cond_init(&s->cond, NULL);
         pool->nscheds++;

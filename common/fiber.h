@@ -7,6 +7,7 @@
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /*
  * A fiber is a function with a stack of its own that runs on one thread of a pool and gives that
@@ -85,5 +86,53 @@ void fiber_event_wait(struct fiber_event *ev);
  *        more.
  */
 void fiber_event_post(struct fiber_event *ev);
+
+/*
+ * An event source: I/O that a pool thread waits for itself, between its fibers, instead of a
+ * thread of its own doing it and handing results over (the HTTP client's sockets and timer).
+ *
+ * A source is attached to the pool thread it is attached on and only that thread uses it: its
+ * callbacks run there, in the scheduler between fibers (never inside one), and fiber_source_watch
+ * and deadline_ms are for code running on that thread (its fibers or the callbacks). When the
+ * thread has no ready fiber it waits in epoll for its sources' descriptors, their earliest
+ * deadline and wake-ups from other threads; while fibers keep it busy it still looks at them
+ * every few fibers. A thread without sources waits on a condition variable as before.
+ */
+struct fiber_source {
+    /** A descriptor registered with fiber_source_watch is ready (EPOLLIN/EPOLLOUT/EPOLLERR/...).
+     *  May be called for a descriptor the source stopped watching in the same round. */
+    void (*on_ready)(struct fiber_source *src, int fd, uint32_t events);
+    /** deadline_ms has passed; it was set back to -1 just before the call. */
+    void (*on_timer)(struct fiber_source *src);
+    /** The thread is ending (every fiber of it returned) and the source is detached: release
+     *  what it holds. May call fiber_source_watch to remove descriptors (it then does nothing). */
+    void (*on_exit)(struct fiber_source *src);
+    /** When on_timer is due, in fiber_now_ms() time; -1 for never. The source's thread only. */
+    int64_t deadline_ms;
+
+    /* the scheduler's */
+    struct fiber_sched *sched;
+    int slot;
+};
+
+#define FIBER_SOURCES_MAX 8 /* per thread */
+
+/**
+ * @brief Attach @p src (callbacks set, deadline_ms -1 or a time) to the pool thread this is
+ *        called on.
+ * @returns 0, or -1 when this is not a pool thread, it has FIBER_SOURCES_MAX sources already, or
+ *          its epoll descriptors cannot be made (the caller then does its I/O another way).
+ */
+int fiber_source_attach(struct fiber_source *src);
+
+/**
+ * @brief Watch @p fd for @p events (EPOLLIN, EPOLLOUT; level-triggered), or stop watching it when
+ *        @p events is 0. @p added says whether the fd is watched already (add or modify).
+ * @returns 0, or -1 with errno from epoll_ctl.
+ */
+int fiber_source_watch(struct fiber_source *src, int fd, uint32_t events, int added);
+
+/** @brief CLOCK_MONOTONIC in milliseconds: the clock of fiber_source.deadline_ms. */
+int64_t fiber_now_ms(void);
 
 #endif

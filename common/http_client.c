@@ -1,4 +1,5 @@
-/* Outbound HTTP: one curl multi handle on its own thread serves blocking calls from any thread. */
+/* Outbound HTTP: blocking calls from any thread, served by one curl multi handle on a thread of its
+ * own, or, for calls from fibers, by a multi handle of the fiber's own thread. */
 #include "http_client.h"
 
 #include "fiber.h"
@@ -73,6 +74,7 @@ struct http_client {
     int thread_started;
     long timeout_ms;
     long connect_timeout_ms;
+    long max_connections;
     char user_agent[128];
 
     /* 1 while the client thread waits in epoll_wait with nothing pending: set under the lock
@@ -86,6 +88,7 @@ struct http_client {
     pthread_cond_t idle; /* signalled when callers drops to 0 */
     int stopping;
     long callers; /* threads inside http_client_do */
+    int nthread_multis; /* struct http_tm alive (their threads free them when they end) */
     struct http_xfer *pending_head, *pending_tail;
     struct http_easy_slot *free_easy;
     int nfree_easy;
@@ -325,6 +328,147 @@ static void *http_client_run(void *arg)
     return NULL;
 }
 
+/* --- multi handles of fiber pool threads --- */
+
+/* A fiber pool thread's own multi handle, for calls made from its fibers: the transfer is added,
+ * driven and finished on the caller's own thread (the scheduler watches the sockets between
+ * fibers), so an answer wakes its fiber without passing through the client thread and without a
+ * thread switch. Only that thread touches it; it is freed when the thread ends. */
+struct http_tm {
+    struct fiber_source src; /* first: the callbacks get it */
+    struct http_client *c;
+    CURLM *multi;
+    struct http_tm *next; /* the thread's list */
+};
+
+static _Thread_local struct http_tm *http_thread_multis;
+
+static int http_tm_on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    struct http_tm *tm = userp;
+    (void)easy;
+
+    if (what == CURL_POLL_REMOVE) {
+        fiber_source_watch(&tm->src, s, 0, 1);
+        curl_multi_assign(tm->multi, s, NULL);
+        return 0;
+    }
+    fiber_source_watch(&tm->src, s,
+                       ((what & CURL_POLL_IN) ? EPOLLIN : 0) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0),
+                       socketp != NULL);
+    if (!socketp)
+        curl_multi_assign(tm->multi, s, tm);
+    return 0;
+}
+
+static int http_tm_on_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct http_tm *tm = userp;
+    (void)multi;
+    tm->src.deadline_ms = timeout_ms < 0 ? -1 : fiber_now_ms() + timeout_ms;
+    return 0;
+}
+
+/* Finished transfers wake their fibers (on this thread: they only become ready). */
+static void http_tm_finish(struct http_tm *tm)
+{
+    CURLMsg *msg;
+    int queued;
+    while ((msg = curl_multi_info_read(tm->multi, &queued)) != NULL) {
+        char *priv = NULL;
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        CURL *easy = msg->easy_handle;
+        CURLcode result = msg->data.result; /* msg is invalid after remove_handle */
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
+        curl_multi_remove_handle(tm->multi, easy);
+        http_xfer_complete((struct http_xfer *)(void *)priv, result, 0);
+    }
+}
+
+static void http_tm_on_ready(struct fiber_source *src, int fd, uint32_t events)
+{
+    struct http_tm *tm = (struct http_tm *)(void *)src;
+    int flags = 0, running = 0;
+    if (events & EPOLLIN)
+        flags |= CURL_CSELECT_IN;
+    if (events & EPOLLOUT)
+        flags |= CURL_CSELECT_OUT;
+    if (events & (EPOLLERR | EPOLLHUP))
+        flags |= CURL_CSELECT_ERR;
+    curl_multi_socket_action(tm->multi, fd, flags, &running);
+    http_tm_finish(tm);
+}
+
+static void http_tm_on_timer_due(struct fiber_source *src)
+{
+    struct http_tm *tm = (struct http_tm *)(void *)src;
+    int running = 0;
+    curl_multi_socket_action(tm->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    http_tm_finish(tm);
+}
+
+/* The thread ends: no call of its fibers is in progress any more. */
+static void http_tm_on_exit(struct fiber_source *src)
+{
+    struct http_tm *tm = (struct http_tm *)(void *)src;
+    struct http_client *c = tm->c;
+
+    for (struct http_tm **p = &http_thread_multis; *p; p = &(*p)->next)
+        if (*p == tm) {
+            *p = tm->next;
+            break;
+        }
+    curl_multi_cleanup(tm->multi); /* closes its cached connections */
+    free(tm);
+    pthread_mutex_lock(&c->lock);
+    if (--c->nthread_multis == 0)
+        pthread_cond_broadcast(&c->idle);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* The multi handle of this thread for @p c, made on first use: NULL when the caller is not a
+ * fiber (or it cannot be made), and the call goes to the client thread. */
+static struct http_tm *http_tm_get(struct http_client *c)
+{
+    struct http_tm *tm;
+
+    if (!fiber_current())
+        return NULL;
+    for (tm = http_thread_multis; tm; tm = tm->next)
+        if (tm->c == c)
+            return tm;
+    tm = calloc(1, sizeof(*tm));
+    if (!tm)
+        return NULL;
+    tm->c = c;
+    tm->multi = curl_multi_init();
+    if (!tm->multi) {
+        free(tm);
+        return NULL;
+    }
+    curl_multi_setopt(tm->multi, CURLMOPT_MAXCONNECTS, c->max_connections);
+    curl_multi_setopt(tm->multi, CURLMOPT_SOCKETFUNCTION, http_tm_on_socket);
+    curl_multi_setopt(tm->multi, CURLMOPT_SOCKETDATA, tm);
+    curl_multi_setopt(tm->multi, CURLMOPT_TIMERFUNCTION, http_tm_on_timer);
+    curl_multi_setopt(tm->multi, CURLMOPT_TIMERDATA, tm);
+    tm->src.on_ready = http_tm_on_ready;
+    tm->src.on_timer = http_tm_on_timer_due;
+    tm->src.on_exit = http_tm_on_exit;
+    tm->src.deadline_ms = -1;
+    if (fiber_source_attach(&tm->src) != 0) {
+        curl_multi_cleanup(tm->multi);
+        free(tm);
+        return NULL;
+    }
+    pthread_mutex_lock(&c->lock);
+    c->nthread_multis++;
+    pthread_mutex_unlock(&c->lock);
+    tm->next = http_thread_multis;
+    http_thread_multis = tm;
+    return tm;
+}
+
 /* --- public API --- */
 
 struct http_client *http_client_new(const struct http_client_options *opts, char *errstr,
@@ -371,8 +515,8 @@ struct http_client *http_client_new(const struct http_client_options *opts, char
         snprintf(errstr, errlen, "curl_multi_init failed");
         goto fail;
     }
-    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS,
-                      opts->max_connections ? opts->max_connections : HTTP_DEFAULT_CONNS);
+    c->max_connections = opts->max_connections ? opts->max_connections : HTTP_DEFAULT_CONNS;
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, c->max_connections);
     c->timer_at_ms = -1;
     c->epfd = epoll_create1(EPOLL_CLOEXEC);
     c->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -646,6 +790,7 @@ static double http_now_s(void)
 int http_client_do(struct http_client *c, const struct http_call *call, struct http_reply *out)
 {
     struct http_xfer x;
+    struct http_tm *tm;
     int rc = -1, counted = 0, sem = 0, queued = 0, wake = 0;
     double started = http_now_s();
     char setup_err[128];
@@ -683,23 +828,35 @@ int http_client_do(struct http_client *c, const struct http_call *call, struct h
         goto out;
     }
 
-    pthread_mutex_lock(&c->lock);
-    if (c->stopping) {
-        x.aborted = 1;
-        x.result = CURLE_ABORTED_BY_CALLBACK;
-    } else {
+    tm = http_tm_get(c);
+    if (tm) {
+        /* curl asks for a timeout action at once; the thread takes it after this fiber waits,
+         * together with whatever its other fibers added meanwhile. */
+        if (curl_multi_add_handle(tm->multi, x.easy) != CURLM_OK) {
+            out->curl_code = CURLE_FAILED_INIT;
+            snprintf(out->error, sizeof(out->error), "cannot start the request");
+            goto out;
+        }
         queued = 1;
-        if (c->pending_tail)
-            c->pending_tail->next = &x;
-        else
-            c->pending_head = &x;
-        c->pending_tail = &x;
-        wake = atomic_exchange(&c->sleeping, 0);
+    } else {
+        pthread_mutex_lock(&c->lock);
+        if (c->stopping) {
+            x.aborted = 1;
+            x.result = CURLE_ABORTED_BY_CALLBACK;
+        } else {
+            queued = 1;
+            if (c->pending_tail)
+                c->pending_tail->next = &x;
+            else
+                c->pending_head = &x;
+            c->pending_tail = &x;
+            wake = atomic_exchange(&c->sleeping, 0);
+        }
+        pthread_mutex_unlock(&c->lock);
+        /* The client lives until every caller has left (http_client_free waits for them). */
+        if (wake)
+            http_wake(c);
     }
-    pthread_mutex_unlock(&c->lock);
-    /* The client lives until every caller has left (http_client_free waits for them). */
-    if (wake)
-        http_wake(c);
 
     if (queued)
         fiber_event_wait(&x.done);
@@ -846,10 +1003,11 @@ void http_client_free(struct http_client *c)
         http_wake(c);
         pthread_join(c->thread, NULL);
     }
-    /* Every waiting call has been failed; wait until their threads have left http_client_do
-     * (they still recycle easy handles and wake the multi handle). */
+    /* Every call waiting for the client thread has been failed; wait until their threads have
+     * left http_client_do (they still recycle easy handles), and until the fiber pool threads
+     * that made calls have ended (they free their multi handles then). */
     pthread_mutex_lock(&c->lock);
-    while (c->callers > 0)
+    while (c->callers > 0 || c->nthread_multis > 0)
         pthread_cond_wait(&c->idle, &c->lock);
     pthread_mutex_unlock(&c->lock);
 

@@ -1,4 +1,4 @@
-/* Outbound HTTP: one libcurl multi handle on its own thread, blocking calls from any thread. */
+/* Outbound HTTP: blocking calls from any thread or fiber, on libcurl multi handles. */
 #ifndef PM_HTTP_CLIENT_H
 #define PM_HTTP_CLIENT_H
 
@@ -49,8 +49,13 @@ struct http_client *http_client_new(const struct http_client_options *opts, char
                                     size_t errlen);
 
 /**
- * @brief Perform @p call and wait for it, from any thread; many may wait at once and all share
- *        the connection cache. TLS certificates are always verified; redirects are not followed.
+ * @brief Perform @p call and wait for it, from any thread; many may wait at once. TLS
+ *        certificates are always verified; redirects are not followed.
+ *
+ * Calls from ordinary threads go to the client's own thread and its multi handle (one connection
+ * cache for them all). A call from a fiber (fiber.h) is driven by the fiber's own pool thread on
+ * a multi handle of that thread (a connection cache per thread, each up to max_connections),
+ * which that thread watches between fibers; the fiber waits without holding up the others.
  * @returns 0 when an HTTP answer arrived (any status), -1 on a transport failure (connect,
  *          timeout, TLS...); @p out is filled either way and must be freed with http_reply_free.
  */
@@ -71,7 +76,12 @@ int http_reply_header(const struct http_reply *r, const char *name, char *out, s
  */
 long http_reply_retry_after_ms(const struct http_reply *r);
 
-/** @brief Stop the thread (calls in progress fail) and free. */
+/**
+ * @brief Stop the client thread and free. Calls waiting for the client thread fail; calls made by
+ *        fibers finish on their own threads (or time out). Call it only after the fiber pools
+ *        whose fibers made calls have been joined: their threads free their multi handles as they
+ *        end, and this waits for that.
+ */
 void http_client_free(struct http_client *c);
 
 #endif
