@@ -6,6 +6,8 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
+#include <sys/epoll.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
@@ -287,6 +289,195 @@ static void test_stack_and_arguments(void)
     fiber_pool_join(NULL); /* a no-op */
 }
 
+/* ---- event sources: descriptors and deadlines watched by the pool thread itself ---- */
+
+struct src_test {
+    struct fiber_source src;
+    struct fiber_source extra[FIBER_SOURCES_MAX];
+    int pipefd[2];
+    struct fiber_event ev_timer, ev_data;
+    atomic_int phase; /* 1: fiber waits for data while idle; 2: fibers busy, data comes */
+    atomic_int next_id;
+    int timer_calls, ready_calls, exit_calls, cb_in_fiber, cb_other_thread;
+    int64_t deadline_set, timer_at;
+    int got_busy;     /* on_ready saw the byte written while the fibers kept the thread busy */
+    long pings;       /* turns taken meanwhile */
+    int attach_rc, attach_over_rc, extra_rc;
+    pthread_t pool_thread;
+    pthread_mutex_t lock;
+    struct fiber_cond cond;
+    int turn;
+};
+
+static void src_cb_check(struct src_test *t)
+{
+    t->cb_in_fiber |= fiber_current() != NULL;
+    t->cb_other_thread |= !pthread_equal(pthread_self(), t->pool_thread);
+}
+
+static void src_on_ready(struct fiber_source *src, int fd, uint32_t events)
+{
+    struct src_test *t = (struct src_test *)(void *)src;
+    char b;
+    src_cb_check(t);
+    if (fd != t->pipefd[0] || !(events & EPOLLIN) || read(fd, &b, 1) != 1)
+        return;
+    t->ready_calls++;
+    if (b == '1')
+        fiber_event_post(&t->ev_data);
+    else
+        t->got_busy = 1;
+}
+
+static void src_on_timer(struct fiber_source *src)
+{
+    struct src_test *t = (struct src_test *)(void *)src;
+    src_cb_check(t);
+    t->timer_calls++;
+    t->timer_at = fiber_now_ms();
+    fiber_event_post(&t->ev_timer);
+}
+
+static void src_noop_exit(struct fiber_source *src)
+{
+    (void)src;
+}
+
+static struct src_test *src_t; /* the exit callbacks of the extra sources find the test here */
+
+static void src_count_exit(struct fiber_source *src)
+{
+    (void)src;
+    src_cb_check(src_t);
+    src_t->exit_calls++;
+    /* removing a descriptor after detach is a no-op, not an error */
+    if (fiber_source_watch(src, src_t->pipefd[0], 0, 1) != 0)
+        src_t->exit_calls += 100;
+}
+
+static void src_noop_ready(struct fiber_source *src, int fd, uint32_t events)
+{
+    (void)src;
+    (void)fd;
+    (void)events;
+}
+
+static void src_noop_timer(struct fiber_source *src)
+{
+    (void)src;
+}
+
+static void src_fiber(void *arg)
+{
+    struct src_test *t = arg;
+    int id = atomic_fetch_add(&t->next_id, 1);
+
+    if (id == 0) {
+        t->pool_thread = pthread_self();
+        t->src.on_ready = src_on_ready;
+        t->src.on_timer = src_on_timer;
+        t->src.on_exit = src_count_exit;
+        t->deadline_set = fiber_now_ms() + 40;
+        t->src.deadline_ms = t->deadline_set;
+        t->attach_rc = fiber_source_attach(&t->src);
+        t->attach_rc |= fiber_source_watch(&t->src, t->pipefd[0], EPOLLIN, 0);
+        /* fill the thread's slots: one more is refused */
+        for (int i = 0; i < FIBER_SOURCES_MAX - 1; i++) {
+            t->extra[i].on_ready = src_noop_ready;
+            t->extra[i].on_timer = src_noop_timer;
+            t->extra[i].on_exit = src_count_exit;
+            t->extra[i].deadline_ms = -1;
+            t->extra_rc |= fiber_source_attach(&t->extra[i]);
+        }
+        t->extra[FIBER_SOURCES_MAX - 1] = t->extra[0];
+        t->attach_over_rc = fiber_source_attach(&t->extra[FIBER_SOURCES_MAX - 1]);
+
+        fiber_event_wait(&t->ev_timer); /* the thread is idle: fiber 1 waits for its turn */
+        atomic_store(&t->phase, 1);
+        fiber_event_wait(&t->ev_data); /* idle again, until the writer's first byte */
+        atomic_store(&t->phase, 2);
+    }
+    /* Both fibers take turns until on_ready has seen the second byte: the ready list is never
+     * empty, so only the thread's look at its sources every few fibers can deliver it. */
+    pthread_mutex_lock(&t->lock);
+    for (;;) {
+        while (t->turn != id && !t->got_busy && t->pings < 50000000)
+            fiber_cond_wait(&t->cond, &t->lock);
+        if (t->got_busy || t->pings >= 50000000)
+            break;
+        t->pings++;
+        t->turn = !id;
+        fiber_cond_signal(&t->cond);
+    }
+    fiber_cond_broadcast(&t->cond);
+    pthread_mutex_unlock(&t->lock);
+    if (id == 0)
+        fiber_source_watch(&t->src, t->pipefd[0], 0, 1);
+}
+
+static void *src_writer(void *arg)
+{
+    struct src_test *t = arg;
+    while (atomic_load(&t->phase) < 1)
+        sleep_ms(1);
+    sleep_ms(30);
+    if (write(t->pipefd[1], "1", 1) != 1)
+        return NULL;
+    while (atomic_load(&t->phase) < 2)
+        sleep_ms(1);
+    sleep_ms(30);
+    if (write(t->pipefd[1], "2", 1) != 1)
+        return NULL;
+    return NULL;
+}
+
+static void test_sources(void)
+{
+    static struct src_test t;
+    struct fiber_source plain = {.on_ready = src_noop_ready,
+                                 .on_timer = src_noop_timer,
+                                 .on_exit = src_noop_exit,
+                                 .deadline_ms = -1};
+    char err[128];
+    pthread_t writer;
+    struct fiber_pool *pool;
+
+    memset(&t, 0, sizeof(t));
+    src_t = &t;
+    CHECK_INT(pipe(t.pipefd), 0);
+    CHECK_INT(fiber_event_init(&t.ev_timer), 0);
+    CHECK_INT(fiber_event_init(&t.ev_data), 0);
+    pthread_mutex_init(&t.lock, NULL);
+    CHECK_INT(fiber_cond_init(&t.cond), 0);
+    CHECK_INT(fiber_source_attach(&plain), -1); /* not a pool thread */
+
+    CHECK_INT(pthread_create(&writer, NULL, src_writer, &t), 0);
+    pool = fiber_pool_start(1, 2, 64 * 1024, "test-src", src_fiber, &t, err, sizeof(err));
+    CHECK(pool != NULL);
+    fiber_pool_join(pool);
+    atomic_store(&t.phase, 2); /* the writer ends even when a phase was never reached */
+    pthread_join(writer, NULL);
+
+    CHECK_INT(t.attach_rc, 0);
+    CHECK_INT(t.extra_rc, 0);
+    CHECK_INT(t.attach_over_rc, -1);
+    CHECK_INT(t.timer_calls, 1);
+    CHECK(t.timer_at >= t.deadline_set);
+    CHECK_INT(t.ready_calls, 2);
+    CHECK_INT(t.got_busy, 1);
+    CHECK(t.pings > 0 && t.pings < 50000000);
+    CHECK_INT(t.exit_calls, FIBER_SOURCES_MAX); /* each attached source told once, at the end */
+    CHECK_INT(t.cb_in_fiber, 0);
+    CHECK_INT(t.cb_other_thread, 0);
+
+    fiber_cond_destroy(&t.cond);
+    pthread_mutex_destroy(&t.lock);
+    fiber_event_destroy(&t.ev_timer);
+    fiber_event_destroy(&t.ev_data);
+    close(t.pipefd[0]);
+    close(t.pipefd[1]);
+}
+
 int main(void)
 {
     test_events_one_thread(1, 64);  /* 64 waits at once on one thread */
@@ -295,5 +486,6 @@ int main(void)
     test_cond_queue();
     test_plain_threads();
     test_stack_and_arguments();
+    test_sources();
     return UNIT_DONE();
 }

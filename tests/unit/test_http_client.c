@@ -1,4 +1,6 @@
-/* Unit tests for http_client against an in-process server: round trips, errors, threads, reuse. */
+/* Unit tests for http_client against an in-process server: round trips, errors, threads, fibers,
+ * reuse. */
+#include "fiber.h"
 #include "http_client.h"
 #include "http_server.h"
 #include "log.h"
@@ -17,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_SLEEPERS 16
+#define MAX_SLEEPERS 48
 
 struct test_server {
     struct http_server *srv;
@@ -667,6 +669,107 @@ static void test_free_in_flight(void)
     CHECK(strstr(p.error, "shutting down") != NULL);
 }
 
+/* ---- calls from fibers: driven by the fiber's own pool thread ---- */
+
+struct fiber_calls {
+    struct http_client *c, *fresh;
+    atomic_int next_id;
+    atomic_int ok;
+    long fresh_conns;
+    int fresh_ok;
+    double slept_took; /* wall time of every fiber's /sleep call, all on one thread */
+    int slept_ok;
+};
+
+/* Every single-call test, from one fiber; then 200 calls on a client no thread used before:
+ * the thread's connection cache keeps one connection (two if the server closed one). Two
+ * clients on one thread: each has its own multi handle there. */
+static void fiber_suite(void *arg)
+{
+    struct fiber_calls *f = arg;
+    char u[128];
+
+    test_round_trip(f->c);
+    test_no_expect(f->c);
+    test_statuses_and_headers(f->c);
+    test_retry_after(f->c);
+    test_timeout(f->c);
+    test_refused(f->c);
+    test_too_large(f->c);
+    url(u, sizeof(u), "/echo");
+    for (int i = 0; i < 200; i++) {
+        struct http_reply r;
+        struct http_call call = {.method = (i & 1) ? "POST" : "GET",
+                                 .url = u,
+                                 .body = (i & 1) ? "x" : NULL,
+                                 .body_len = (i & 1) ? 1 : 0};
+        if (http_client_do(f->fresh, &call, &r) == 0 && r.status == 200)
+            f->fresh_ok++;
+        f->fresh_conns += r.new_connections;
+        http_reply_free(&r);
+    }
+}
+
+static void fiber_worker(void *arg)
+{
+    struct fiber_calls *f = arg;
+    struct worker w = {.c = f->c, .id = atomic_fetch_add(&f->next_id, 1)};
+    worker_run(&w);
+    atomic_fetch_add(&f->ok, w.ok);
+}
+
+static void fiber_sleeper(void *arg)
+{
+    struct fiber_calls *f = arg;
+    char u[128];
+    struct http_reply r;
+    struct http_call call = {.method = "GET", .url = u};
+
+    url(u, sizeof(u), "/sleep?ms=400");
+    if (http_client_do(f->c, &call, &r) == 0 && r.status == 200 && strcmp(r.body, "slept") == 0)
+        atomic_fetch_add(&f->ok, 1);
+    http_reply_free(&r);
+}
+
+static void test_fibers(struct http_client *c)
+{
+    struct http_client_options o = {.timeout_ms = 5000};
+    struct fiber_calls f;
+    struct fiber_pool *pool;
+    char err[256];
+    double t0;
+
+    memset(&f, 0, sizeof(f));
+    f.c = c;
+    f.fresh = http_client_new(&o, err, sizeof(err));
+    CHECK(f.fresh != NULL);
+    if (!f.fresh)
+        return;
+    pool = fiber_pool_start(1, 1, 256 * 1024, "test-fcall", fiber_suite, &f, err, sizeof(err));
+    CHECK(pool != NULL);
+    fiber_pool_join(pool);
+    CHECK_INT(f.fresh_ok, 200);
+    CHECK(f.fresh_conns >= 1 && f.fresh_conns <= 2);
+    http_client_free(f.fresh); /* the pool has ended: its thread freed its multi handles */
+
+    /* 64 fibers on 2 threads, 50 calls each, answers matched to their calls. */
+    atomic_store(&f.ok, 0);
+    pool = fiber_pool_start(2, 64, 128 * 1024, "test-fcall", fiber_worker, &f, err, sizeof(err));
+    CHECK(pool != NULL);
+    fiber_pool_join(pool);
+    CHECK_INT(atomic_load(&f.ok), 64 * 50);
+
+    /* 12 fibers on ONE thread wait for 400 ms answers at the same time: the thread serves them
+     * all while they wait (one after the other would take 4.8 s). */
+    atomic_store(&f.ok, 0);
+    t0 = now_s();
+    pool = fiber_pool_start(1, 12, 128 * 1024, "test-fcall", fiber_sleeper, &f, err, sizeof(err));
+    CHECK(pool != NULL);
+    fiber_pool_join(pool);
+    CHECK_INT(atomic_load(&f.ok), 12);
+    CHECK(now_s() - t0 < 2.0);
+}
+
 int main(void)
 {
     struct http_client_options o = {.timeout_ms = 5000};
@@ -689,6 +792,8 @@ int main(void)
         test_concurrent(c);
         test_wake_from_idle(c);
         test_concurrent(c); /* many callers again, after the thread slept */
+        test_fibers(c);
+        test_concurrent(c); /* threads again, after fibers used the client */
         http_client_free(c);
     }
     test_reuse();
