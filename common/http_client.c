@@ -223,6 +223,18 @@ static int http_on_timer(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
+/* After a timeout action: the deadline to keep (@p at when the timer callback set one during the
+ * action, else curl's own view). An action taken a fraction of a millisecond before curl's
+ * deadline does nothing, and curl does not announce a deadline it announced before, so without
+ * asking again that timer (a request's timeout, say) would be lost. */
+static int64_t http_timer_after_action(CURLM *multi, int64_t at, int64_t now_ms)
+{
+    long ms = -1;
+    if (at >= 0 || curl_multi_timeout(multi, &ms) != CURLM_OK || ms < 0)
+        return at;
+    return now_ms + ms;
+}
+
 static void http_wake(struct http_client *c)
 {
     uint64_t one = 1;
@@ -314,6 +326,7 @@ static void *http_client_run(void *arg)
         if (c->timer_at_ms >= 0 && http_mono_ms() >= c->timer_at_ms) {
             c->timer_at_ms = -1;
             curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+            c->timer_at_ms = http_timer_after_action(c->multi, c->timer_at_ms, http_mono_ms());
         }
         http_finish_done(c);
     }
@@ -405,6 +418,7 @@ static void http_tm_on_timer_due(struct fiber_source *src)
     struct http_tm *tm = (struct http_tm *)(void *)src;
     int running = 0;
     curl_multi_socket_action(tm->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    tm->src.deadline_ms = http_timer_after_action(tm->multi, tm->src.deadline_ms, fiber_now_ms());
     http_tm_finish(tm);
 }
 
