@@ -87,7 +87,7 @@ struct http_client {
     pthread_mutex_t lock;
     pthread_cond_t idle; /* signalled when callers drops to 0 */
     int stopping;
-    long callers; /* threads inside http_client_do */
+    long callers;       /* threads inside http_client_do */
     int nthread_multis; /* struct http_tm alive (their threads free them when they end) */
     struct http_xfer *pending_head, *pending_tail;
     struct http_easy_slot *free_easy;
@@ -367,7 +367,8 @@ static int http_tm_on_socket(CURL *easy, curl_socket_t s, int what, void *userp,
         return 0;
     }
     fiber_source_watch(&tm->src, s,
-                       ((what & CURL_POLL_IN) ? EPOLLIN : 0) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0),
+                       ((what & CURL_POLL_IN) ? EPOLLIN : 0) |
+                           ((what & CURL_POLL_OUT) ? EPOLLOUT : 0),
                        socketp != NULL);
     if (!socketp)
         curl_multi_assign(tm->multi, s, tm);

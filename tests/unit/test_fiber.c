@@ -300,8 +300,8 @@ struct src_test {
     atomic_int next_id;
     int timer_calls, ready_calls, exit_calls, cb_in_fiber, cb_other_thread;
     int64_t deadline_set, timer_at;
-    int got_busy;     /* on_ready saw the byte written while the fibers kept the thread busy */
-    long pings;       /* turns taken meanwhile */
+    int got_busy; /* on_ready saw the byte written while the fibers kept the thread busy */
+    long pings;   /* turns taken meanwhile */
     int attach_rc, attach_over_rc, extra_rc;
     pthread_t pool_thread;
     pthread_mutex_t lock;
