@@ -53,6 +53,7 @@ static const char *const log_allowed_keys[] = {
     "member_id",
     "retry_in_ms",
     "in_flight",
+    "worker_threads",
     "limit",
     "pid",
     "signal",

@@ -1,7 +1,7 @@
 /* pm-deliver wiring: HTTP and FHIR clients, result producer, consumer runtime, health routes. */
-#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "deliver.h"
 
+#include "cpus.h"
 #include "fhir.h"
 #include "http_client.h"
 #include "http_server.h"
@@ -9,7 +9,6 @@
 #include "metrics.h"
 
 #include <pthread.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,18 +76,6 @@ static const struct http_route deliver_routes[] = {
     {"GET", "/readyz", deliver_readyz, 0, "/readyz"},
     {"GET", "/metrics", deliver_metrics, 0, "/metrics"},
 };
-
-/* The CPUs this process may run on (its affinity mask: a container's cpuset, taskset), 1-64. */
-static int deliver_cpus(void)
-{
-    cpu_set_t set;
-    long n = 0;
-    if (sched_getaffinity(0, sizeof(set), &set) == 0)
-        n = CPU_COUNT(&set);
-    if (n < 1)
-        n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > 64 ? 64 : (int)n;
-}
 
 static void deliver_app_free(struct deliver_app *app)
 {
@@ -239,8 +226,10 @@ struct deliver_app *deliver_app_start(const struct deliver_config *cfg,
     co.app = app;
     co.max_in_flight = cfg->max_in_flight;
     /* Handlers wait only in http_client_do and fhir_*, which give the thread to another
-     * handler meanwhile: a thread per CPU runs them all (common/consumer.h). */
-    co.worker_threads = deliver_cpus();
+     * handler meanwhile: a thread per CPU it may use runs them all (common/consumer.h). */
+    co.worker_threads = cpus_available();
+    if (co.worker_threads > cfg->max_in_flight)
+        co.worker_threads = cfg->max_in_flight;
     co.retry_base_ms = cfg->retry_base_ms;
     co.retry_max_ms = cfg->retry_max_ms;
     co.retry_deadline_ms = cfg->retry_deadline_ms;
@@ -258,7 +247,8 @@ struct deliver_app *deliver_app_start(const struct deliver_config *cfg,
     }
     log_info("pm-deliver listening", LOG_S("addr", cfg->listen_host),
              LOG_I("port", http_server_port(app->server)), LOG_S("brokers", cfg->kafka.brokers),
-             LOG_S("group_id", cfg->group_id), LOG_S("version", PM_VERSION));
+             LOG_S("group_id", cfg->group_id), LOG_I("worker_threads", co.worker_threads),
+             LOG_S("version", PM_VERSION));
     return app;
 
 fail:

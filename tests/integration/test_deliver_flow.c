@@ -1,6 +1,8 @@
 /* pm-deliver under load: per-patient order, a slow patient not stalling others, SIGTERM drain. */
 #include "deliver_it.h"
 
+#include "cpus.h"
+
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,6 +178,18 @@ static struct harness_proc *test_order_and_slow(void)
         return NULL;
     map = dit_wait_results(b.eids, b.n, 3, WAIT_MS);
     dit_sb_ok("DELETE", "/_sandbox/faults", NULL);
+
+    /* The start line tells how many threads run the handlers: one per CPU this process may use
+     * (affinity mask and cgroup quota), no more than the in-flight limit. */
+    {
+        char want[64];
+        int n = cpus_available();
+        char *log = harness_proc_stderr(deliver);
+        snprintf(want, sizeof(want), "\"worker_threads\":%d,", n < IN_FLIGHT ? n : IN_FLIGHT);
+        H_CHECKF(h, log && strstr(log, "pm-deliver listening") && strstr(log, want),
+                 "pm-deliver's start line has %s", want);
+        free(log);
+    }
 
     /* 11. Each patient's webhook requests came in production order, each message once. */
     reqs = dit_sb_requests("target=webhook", 0);
