@@ -15,6 +15,10 @@
 #                     "env GLIBC_TUNABLES=glibc.malloc.tcache_count=256" (same commit twice
 #                     compares a runtime setting)
 # Prints one line per run and the median of each side. Both worktrees run their own run.sh.
+# "CPUs used" is msg/s x the three processes' CPU per message: how much of the machine the
+# pipeline kept busy. The machine's speed moves msg/s and CPU per message a lot between runs but
+# this figure much less, so a change that removes waiting shows there first (benchmarks.md,
+# finding 12).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ $# -eq 2 ] || { sed -n '2,17p' "$0" >&2; exit 2; }
@@ -42,8 +46,8 @@ done
 
 # The latency runs go through INFLIGHT_B, the others through INFLIGHT_A; " " = none.
 if [ "$latency" = 0 ]; then a=$inflight; b=" "; else a=" "; b=$inflight; fi
-declare -A rates
-echo "side | msg/s (webhook window) | CPU us/msg deliver / sandbox / devbroker | handler mean ms"
+declare -A rates cpus
+echo "side | msg/s (webhook window) | CPU us/msg deliver / sandbox / devbroker | CPUs used | handler mean ms"
 for r in $(seq 1 "$rounds"); do
   for side in A B; do
     wrapper_var=DELIVER_WRAPPER_$side
@@ -53,9 +57,17 @@ for r in $(seq 1 "$rounds"); do
     [ -n "$row" ] || { echo "run $r of $side produced no row" >&2; exit 1; }
     rate=$(awk -F'|' '{gsub(/ /, "", $6); print $6}' <<<"$row")
     rates[$side]="${rates[$side]:-} $rate"
-    awk -F'|' -v s="$side" '{printf "%s | %s | %s | %s\n", s, $6, $14, $13}' <<<"$row"
+    used=$(awk -F'|' '{n = split($14, us, "/"); t = 0; for (i = 1; i <= n; i++) t += us[i];
+      printf "%.2f", $6 * t / 1e6}' <<<"$row")
+    cpus[$side]="${cpus[$side]:-} $used"
+    awk -F'|' -v s="$side" -v u="$used" '{printf "%s | %s | %s | %s | %s\n", s, $6, $14, u, $13}' <<<"$row"
   done
 done
 median() { tr ' ' '\n' | grep . | sort -n | awk '{v[NR] = $1} END {
   m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.0f (%d-%d)", m, v[1], v[NR]}'; }
 echo "median msg/s (min-max): A $(median <<<"${rates[A]}"), B $(median <<<"${rates[B]}")"
+# the same median, to two decimals, for the CPUs used
+median2() { tr ' ' '\n' | grep . | sort -n | awk '{v[NR] = $1} END {
+  m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+  printf "%.2f (%.2f-%.2f)", m, v[1], v[NR]}'; }
+echo "median CPUs used (min-max): A $(median2 <<<"${cpus[A]}"), B $(median2 <<<"${cpus[B]}")"
