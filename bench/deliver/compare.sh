@@ -18,7 +18,8 @@
 # "CPUs used" is msg/s x the three processes' CPU per message: how much of the machine the
 # pipeline kept busy. The machine's speed moves msg/s and CPU per message a lot between runs but
 # this figure much less, so a change that removes waiting shows there first (benchmarks.md,
-# finding 12).
+# finding 12). It is approximate: the CPU time covers a slightly longer span than the webhook
+# window, so a saturated run can show a little more than the machine's CPU count.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ $# -eq 2 ] || { sed -n '2,17p' "$0" >&2; exit 2; }
