@@ -3,9 +3,11 @@
 #include "http_client.h"
 
 #include "fiber.h"
+#include "log.h"
 #include "metrics.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -1022,8 +1024,19 @@ void http_client_free(struct http_client *c)
      * left http_client_do (they still recycle easy handles), and until the fiber pool threads
      * that made calls have ended (they free their multi handles then). */
     pthread_mutex_lock(&c->lock);
-    while (c->callers > 0 || c->nthread_multis > 0)
-        pthread_cond_wait(&c->idle, &c->lock);
+    for (int warned = 0; c->callers > 0 || c->nthread_multis > 0;) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until); /* the condition's clock */
+        until.tv_sec += 10;
+        if (pthread_cond_timedwait(&c->idle, &c->lock, &until) == ETIMEDOUT && !warned &&
+            c->nthread_multis > 0) {
+            /* a caller bug (http_client.h): say what the wait is for rather than hang silently */
+            log_warn("HTTP client freed while fiber threads that used it still run; waiting for "
+                     "them to end",
+                     LOG_I("count", c->nthread_multis));
+            warned = 1;
+        }
+    }
     pthread_mutex_unlock(&c->lock);
 
     while (c->free_easy) {

@@ -767,6 +767,64 @@ static void test_fibers(struct http_client *c)
     CHECK(now_s() - t0 < 2.0);
 }
 
+/* http_client_free called while a pool thread that made calls still runs waits for that thread to
+ * end (it frees its multi handle then), and returns once it has. */
+struct free_wait {
+    struct http_client *c;
+    struct fiber_event go_on;
+    int call_ok;
+    atomic_int freed;
+};
+
+static void free_wait_fiber(void *arg)
+{
+    struct free_wait *w = arg;
+    char u[128];
+    struct http_reply r;
+    struct http_call call = {.method = "GET", .url = u};
+
+    url(u, sizeof(u), "/echo");
+    w->call_ok = http_client_do(w->c, &call, &r) == 0 && r.status == 200;
+    http_reply_free(&r);
+    fiber_event_wait(&w->go_on);
+}
+
+static void *free_wait_free(void *arg)
+{
+    struct free_wait *w = arg;
+    http_client_free(w->c);
+    atomic_store(&w->freed, 1);
+    return NULL;
+}
+
+static void test_free_waits_for_pool(void)
+{
+    struct http_client_options o = {.timeout_ms = 5000};
+    struct free_wait w;
+    struct fiber_pool *pool;
+    pthread_t th;
+    char err[256];
+
+    memset(&w, 0, sizeof(w));
+    w.c = http_client_new(&o, err, sizeof(err));
+    CHECK(w.c != NULL);
+    if (!w.c || fiber_event_init(&w.go_on) != 0)
+        return;
+    pool = fiber_pool_start(1, 1, 128 * 1024, "test-fwait", free_wait_fiber, &w, err, sizeof(err));
+    CHECK(pool != NULL);
+    for (int i = 0; i < 500 && !w.call_ok; i++)
+        usleep(2000);
+    CHECK(w.call_ok);
+    CHECK_INT(pthread_create(&th, NULL, free_wait_free, &w), 0);
+    usleep(200000);
+    CHECK_INT(atomic_load(&w.freed), 0); /* still waiting: the pool thread holds a multi handle */
+    fiber_event_post(&w.go_on);
+    fiber_pool_join(pool);
+    pthread_join(th, NULL);
+    CHECK_INT(atomic_load(&w.freed), 1);
+    fiber_event_destroy(&w.go_on);
+}
+
 int main(void)
 {
     struct http_client_options o = {.timeout_ms = 5000};
@@ -796,6 +854,7 @@ int main(void)
     test_reuse();
     test_metrics();
     test_free_in_flight();
+    test_free_waits_for_pool();
 
     {
         struct http_client_options bad = {.timeout_ms = -1};
