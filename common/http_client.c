@@ -184,13 +184,6 @@ static void http_active_unlink(struct http_client *c, struct http_xfer *x)
     x->next = x->prev = NULL;
 }
 
-static int64_t http_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* curl's socket callback: keep epoll watching what curl wants on @p s. */
 static int http_on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
@@ -221,7 +214,7 @@ static int http_on_timer(CURLM *multi, long timeout_ms, void *userp)
 {
     struct http_client *c = userp;
     (void)multi;
-    c->timer_at_ms = timeout_ms < 0 ? -1 : http_mono_ms() + timeout_ms;
+    c->timer_at_ms = timeout_ms < 0 ? -1 : fiber_now_ms() + timeout_ms;
     return 0;
 }
 
@@ -229,12 +222,12 @@ static int http_on_timer(CURLM *multi, long timeout_ms, void *userp)
  * action, else curl's own view). An action taken a fraction of a millisecond before curl's
  * deadline does nothing, and curl does not announce a deadline it announced before, so without
  * asking again that timer (a request's timeout, say) would be lost. */
-static int64_t http_timer_after_action(CURLM *multi, int64_t at, int64_t now_ms)
+static int64_t http_timer_after_action(CURLM *multi, int64_t at)
 {
     long ms = -1;
     if (at >= 0 || curl_multi_timeout(multi, &ms) != CURLM_OK || ms < 0)
         return at;
-    return now_ms + ms;
+    return fiber_now_ms() + ms;
 }
 
 static void http_wake(struct http_client *c)
@@ -296,7 +289,7 @@ static void *http_client_run(void *arg)
             break;
 
         if (c->timer_at_ms >= 0) {
-            int64_t left = c->timer_at_ms - http_mono_ms();
+            int64_t left = c->timer_at_ms - fiber_now_ms();
             wait_ms = left <= 0 ? 0 : left < HTTP_POLL_MS ? (int)left : HTTP_POLL_MS;
         }
         if (wait_ms > 0) {
@@ -325,10 +318,10 @@ static void *http_client_run(void *arg)
                 flags |= CURL_CSELECT_ERR;
             curl_multi_socket_action(c->multi, fd, flags, &running);
         }
-        if (c->timer_at_ms >= 0 && http_mono_ms() >= c->timer_at_ms) {
+        if (c->timer_at_ms >= 0 && fiber_now_ms() >= c->timer_at_ms) {
             c->timer_at_ms = -1;
             curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-            c->timer_at_ms = http_timer_after_action(c->multi, c->timer_at_ms, http_mono_ms());
+            c->timer_at_ms = http_timer_after_action(c->multi, c->timer_at_ms);
         }
         http_finish_done(c);
     }
@@ -421,7 +414,7 @@ static void http_tm_on_timer_due(struct fiber_source *src)
     struct http_tm *tm = (struct http_tm *)(void *)src;
     int running = 0;
     curl_multi_socket_action(tm->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    tm->src.deadline_ms = http_timer_after_action(tm->multi, tm->src.deadline_ms, fiber_now_ms());
+    tm->src.deadline_ms = http_timer_after_action(tm->multi, tm->src.deadline_ms);
     http_tm_finish(tm);
 }
 
